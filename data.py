@@ -1,0 +1,456 @@
+"""Datasets, splits, public projections and the private graph for dmpmh.
+
+This module is the only place that reads training labels, and it reads them for
+one purpose: building the private similarity graph (``build_private_graph``).
+Everything else it returns is public: features, the split, public projections.
+
+Formats read (DESIGN.md, "Data"):
+  * DCMH-style ``.mat`` triplets ``<name>-iall.mat`` / ``<name>-yall.mat`` /
+    ``<name>-lall.mat`` with keys ``IAll`` / ``YAll`` / ``LAll`` (Jiang & Li,
+    "Deep Cross-Modal Hashing", CVPR 2017, arXiv 1602.02255, whose released
+    MIRFlickr-25K and NUS-WIDE files use this layout). ``IAll`` holds either
+    image feature vectors (N x d) or raw images (N x 3 x H x W or N x H x W x 3).
+    MATLAB v7.3 files are HDF5 and need h5py.
+  * a plain ``.npz`` with ``image`` (optional), ``text``, ``labels``.
+  * NUS-WIDE's official release layout (Chua et al., CIVR 2009): ``AllTags1k.txt``
+    for the 1,000-tag bag of words, ``Labels_<concept>.txt`` ground truth files,
+    and optionally a ``Normalized_*.dat`` / ``BoW_int.dat`` low-level feature file.
+  * ``synthetic``: a seeded generator with skewed multi-label statistics,
+    label-conditioned image features and tag bags-of-words (our design).
+
+Sizes and splits follow DESIGN.md, "Evaluation protocol": MIRFlickr-25K 2,000
+queries / 10,000 train; NUS-WIDE TC-10 2,100 queries / 10,500 train.
+"""
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad or missing input data. The message says what is wrong and what to do."""
+
+
+# ---------------------------------------------------------------------------
+# Containers
+# ---------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    """Features are public; labels are private for training items (see LabelStore)."""
+    name: str
+    text: np.ndarray | None           # (N, dt) float32 or None
+    image: np.ndarray | None          # (N, di) float32 or None
+    labels: np.ndarray                # (N, C) uint8, wrapped by LabelStore before use
+    raw_images: np.ndarray | None = None   # (N, H, W, 3) uint8 thumbnails, if given
+    source: str = ""
+
+    @property
+    def n(self) -> int:
+        view = self.text if self.text is not None else self.image
+        return int(view.shape[0]) if view is not None else int(self.labels.shape[0])
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(v for v in ("image", "text") if getattr(self, v) is not None)
+
+
+@dataclass
+class Split:
+    """Seeded split of item indices (sorted). Public."""
+    query: np.ndarray
+    train: np.ndarray
+    database: np.ndarray
+    protocol: str
+
+
+class LabelStore:
+    """Holds the labels and enforces who may read which rows.
+
+    Rows of training items are private: ``for_graph`` is the only reader allowed
+    to see them, and only ``build_private_graph`` calls it. ``for_evaluation``
+    refuses training rows unless the protocol puts training items in the
+    database (``--protocol standard``), where evaluation ground truth needs them;
+    metrics are not part of the DP release. Every read is recorded in ``reads``
+    so a test can check the flow.
+    """
+
+    def __init__(self, labels: np.ndarray, train: np.ndarray, *, allow_train_in_evaluation: bool):
+        self._labels = labels
+        self._train = np.zeros(labels.shape[0], dtype=bool)
+        self._train[train] = True
+        self._allow = allow_train_in_evaluation
+        self.reads: list[tuple[str, int]] = []
+
+    def for_graph(self, idx: np.ndarray) -> np.ndarray:
+        self.reads.append(("graph", int(self._train[idx].sum())))
+        return self._labels[idx]
+
+    def for_evaluation(self, idx: np.ndarray) -> np.ndarray:
+        n_private = int(self._train[idx].sum())
+        if n_private and not self._allow:
+            raise RuntimeError("evaluation asked for training labels under the strict inductive protocol")
+        self.reads.append(("evaluation", n_private))
+        return self._labels[idx]
+
+
+# ---------------------------------------------------------------------------
+# Synthetic data (our design; DESIGN.md asks for realistic multi-label stats)
+# ---------------------------------------------------------------------------
+
+def make_synthetic(n_items: int, *, seed: int, n_labels: int = 24, n_topics: int = 8,
+                   image_dim: int = 256, vocab: int = 1000) -> Dataset:
+    """Seeded multi-label data with MIRFlickr-like statistics.
+
+    * Label frequencies are skewed (Zipf, exponent 0.9) and correlated through
+      ``n_topics`` latent topics; every item has at least one label.
+    * Image features: a sum of per-label prototypes plus a topic prototype and
+      isotropic noise (signal-to-noise chosen so retrieval is far from perfect).
+    * Text: a binary tag bag-of-words; each label owns a peaked tag distribution,
+      mixed with a Zipf background of generic tags, 2-12 tags per item.
+    """
+    if n_items < 50:
+        raise DataError(f"synthetic n_items={n_items} is too small; use at least 50")
+    rng = np.random.default_rng(seed)
+    base = 1.0 / np.arange(1, n_labels + 1) ** 0.9
+    base = 0.45 * base / base[0]
+    topic_labels = [rng.choice(n_labels, size=4, replace=False) for _ in range(n_topics)]
+    topic = rng.integers(0, n_topics, size=n_items)
+    probs = np.tile(base, (n_items, 1))
+    for t in range(n_topics):
+        rows = topic == t
+        probs[np.ix_(rows, topic_labels[t])] += 0.35
+    labels = (rng.random((n_items, n_labels)) < np.clip(probs, 0, 0.95)).astype(np.uint8)
+    empty = labels.sum(1) == 0
+    labels[empty, rng.choice(n_labels, size=int(empty.sum()), p=base / base.sum())] = 1
+
+    proto = rng.normal(size=(n_labels, image_dim)).astype(np.float32)
+    tproto = rng.normal(size=(n_topics, image_dim)).astype(np.float32)
+    lab = labels.astype(np.float32)
+    image = (lab @ proto) / np.sqrt(lab.sum(1, keepdims=True)) * 0.9
+    image += 0.5 * tproto[topic] + 1.6 * rng.normal(size=(n_items, image_dim)).astype(np.float32)
+
+    # tag distributions: each label has 25 favourite tags; background is Zipf.
+    tag_dist = np.full((n_labels, vocab), 1e-3)
+    for c in range(n_labels):
+        fav = rng.choice(vocab, size=25, replace=False)
+        tag_dist[c, fav] += rng.dirichlet(np.ones(25)) * 1.0
+    tag_dist /= tag_dist.sum(1, keepdims=True)
+    background = 1.0 / np.arange(1, vocab + 1) ** 1.1
+    background = background[rng.permutation(vocab)]
+    background /= background.sum()
+    text = np.zeros((n_items, vocab), dtype=np.float32)
+    n_tags = rng.integers(2, 13, size=n_items)
+    for i in range(n_items):
+        mix = lab[i] @ tag_dist / lab[i].sum()
+        mix = 0.6 * mix + 0.4 * background
+        text[i, rng.choice(vocab, size=n_tags[i], p=mix)] = 1.0
+    return Dataset(name="synthetic", text=text, image=image.astype(np.float32),
+                   labels=labels, source=f"synthetic(n_items={n_items}, seed={seed})")
+
+
+# ---------------------------------------------------------------------------
+# Real formats
+# ---------------------------------------------------------------------------
+
+KNOWN = {
+    "mirflickr": dict(prefixes=("mirflickr25k", "mirflickr", "flickr"), n_query=2000, n_train=10000,
+                      where="DCMH's release (github.com/jiangqy/DCMH-CVPR2017, 'mirflickr25k-*.mat'), "
+                            "or the MIRFlickr-25K site (press.liacs.nl/mirflickr) converted to .npz"),
+    "nuswide": dict(prefixes=("nus-wide-tc10", "nuswide-tc10", "nus-wide", "nuswide"), n_query=2100, n_train=10500,
+                    where="DCMH's release ('nus-wide-tc10-*.mat'), or the official NUS-WIDE release "
+                          "(lms.comp.nus.edu.sg/research/NUS-WIDE.htm): AllTags1k.txt + Labels_<concept>.txt"),
+}
+
+
+def _read_mat(path: str, key: str) -> np.ndarray:
+    with open(path, "rb") as f:
+        head = f.read(128)
+    if b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n":
+        try:
+            import h5py  # only needed for MATLAB v7.3 files
+        except ImportError:
+            raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file, and reading it needs h5py, which is not "
+                            "installed. Install it with 'pip install h5py', or re-save the file with "
+                            "MATLAB's save(..., '-v7') or as .npz.") from None
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise DataError(f"{path} has no key '{key}' (keys: {sorted(f.keys())})")
+            arr = np.asarray(f[key])
+        return arr.T  # HDF5 stores MATLAB arrays in column-major order
+    from scipy.io import loadmat
+    m = loadmat(path)
+    if key not in m:
+        raise DataError(f"{path} has no key '{key}' (keys: {sorted(k for k in m if not k.startswith('__'))})")
+    return np.asarray(m[key])
+
+
+def _image_view(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature vectors pass through; raw images (4-D) become thumbnails + features."""
+    if arr.ndim == 2:
+        return arr.astype(np.float32), None
+    if arr.ndim != 4:
+        raise DataError(f"image array has shape {arr.shape}; expected (N, d) features or (N, 3, H, W) images")
+    if arr.shape[1] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    from PIL import Image
+    thumbs = np.stack([np.asarray(Image.fromarray(np.asarray(a, dtype=np.uint8)).resize((32, 32)))
+                       for a in arr])
+    feats = thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
+    return feats, thumbs
+
+
+def load_npz(path: str, name: str | None = None) -> Dataset:
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} as .npz: {e}") from None
+    missing = [k for k in ("labels",) if k not in d.files]
+    if missing or ("text" not in d.files and "image" not in d.files):
+        raise DataError(f"{path} must hold 'labels' and at least one of 'text', 'image'; it has {d.files}")
+    image, raw = (None, None)
+    if "image" in d.files:
+        image, raw = _image_view(d["image"])
+    text = d["text"].astype(np.float32) if "text" in d.files else None
+    ds = Dataset(name=name or os.path.splitext(os.path.basename(path))[0], text=text, image=image,
+                 labels=np.asarray(d["labels"]), raw_images=raw, source=path)
+    return validate(ds)
+
+
+def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
+    paths = {k: os.path.join(folder, f"{prefix}-{k}all.mat") for k in ("i", "y", "l")}
+    labels = _read_mat(paths["l"], "LAll")
+    text = _read_mat(paths["y"], "YAll").astype(np.float32) if os.path.exists(paths["y"]) else None
+    image, raw = (None, None)
+    if os.path.exists(paths["i"]):
+        image, raw = _image_view(_read_mat(paths["i"], "IAll"))
+    ds = Dataset(name=name, text=text, image=image, labels=labels, raw_images=raw, source=folder)
+    return validate(ds)
+
+
+def load_nuswide_official(folder: str) -> Dataset:
+    """NUS-WIDE's official layout, reduced to TC-10 (the 10 most frequent concepts).
+
+    Looks for ``AllTags1k.txt`` (N x 1000, whitespace-separated 0/1) and
+    ``Labels_<concept>.txt`` (N lines of 0/1) anywhere below ``folder``, and one
+    optional low-level feature file (``Normalized_*.dat`` or ``BoW_int.dat``).
+    Items with none of the 10 concepts are dropped, as in TC-10.
+    """
+    tags = glob.glob(os.path.join(folder, "**", "AllTags1k.txt"), recursive=True)
+    lab_files = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
+    if not tags or not lab_files:
+        raise FileNotFoundError
+    text = np.loadtxt(tags[0], dtype=np.float32, ndmin=2)
+    cols = [np.loadtxt(f, dtype=np.uint8, ndmin=1) for f in lab_files]
+    if any(len(c) != len(text) for c in cols):
+        raise DataError(f"NUS-WIDE label files in {folder} disagree with AllTags1k.txt on the item count")
+    labels = np.stack(cols, 1)
+    top = np.argsort(-labels.sum(0), kind="stable")[:10]
+    labels = labels[:, np.sort(top)]
+    keep = labels.sum(1) > 0
+    image = None
+    feat = sorted(glob.glob(os.path.join(folder, "**", "Normalized_*.dat"), recursive=True)
+                  + glob.glob(os.path.join(folder, "**", "BoW_int.dat"), recursive=True))
+    if feat:
+        image = np.loadtxt(feat[0], dtype=np.float32, ndmin=2)
+        if len(image) != len(text):
+            raise DataError(f"{feat[0]} has {len(image)} rows but AllTags1k.txt has {len(text)}")
+        image = image[keep]
+    return validate(Dataset(name="nuswide", text=text[keep], image=image, labels=labels[keep], source=folder))
+
+
+def _missing_message(name: str, folder: str) -> str:
+    info = KNOWN[name]
+    p = info["prefixes"][0]
+    return (f"dataset '{name}' not found in {folder}\n"
+            f"  expected one of:\n"
+            f"    {folder}/{p}-iall.mat, {p}-yall.mat, {p}-lall.mat  (DCMH-style; keys IAll, YAll, LAll;"
+            f" the image file is optional)\n"
+            f"    {folder}/{p}.npz  (arrays 'text', 'labels', optional 'image')\n"
+            + ("    the official NUS-WIDE layout: AllTags1k.txt and Labels_<concept>.txt below that folder\n"
+               if name == "nuswide" else "")
+            + f"  the official data comes from {info['where']}.\n"
+            f"  Point --data-dir at the folder, pass any .npz as --dataset path/to/file.npz,\n"
+            f"  or run the embedded demo: python dmpmh.py --dataset synthetic")
+
+
+def load_dataset(name: str, *, data_dir: str | None, synthetic_items: int, seed: int) -> Dataset:
+    """Resolve ``--dataset`` to a Dataset, or raise DataError with what to do."""
+    if name == "synthetic":
+        return make_synthetic(synthetic_items, seed=seed)
+    if name.endswith(".npz"):
+        if not os.path.exists(name):
+            raise DataError(f"--dataset {name}: no such file. Give the path of an .npz with 'text' and/or "
+                            "'image' and 'labels', or run --dataset synthetic")
+        return load_npz(name)
+    if name not in KNOWN:
+        raise DataError(f"unknown dataset '{name}'; choose synthetic, mirflickr, nuswide or a path to an .npz")
+    folder = data_dir or os.path.join("data", name)
+    for p in KNOWN[name]["prefixes"]:
+        if os.path.exists(os.path.join(folder, f"{p}-lall.mat")):
+            return load_mat_triplet(folder, p, name)
+        if os.path.exists(os.path.join(folder, f"{p}.npz")):
+            return load_npz(os.path.join(folder, f"{p}.npz"), name)
+    if name == "nuswide" and os.path.isdir(folder):
+        try:
+            return load_nuswide_official(folder)
+        except FileNotFoundError:
+            pass
+    raise DataError(_missing_message(name, folder))
+
+
+def validate(ds: Dataset) -> Dataset:
+    """Reject inputs that would give meaningless or unsafe results."""
+    n = ds.labels.shape[0]
+    if ds.labels.ndim != 2:
+        raise DataError(f"labels must be a 2-D (items x classes) array, got shape {ds.labels.shape}")
+    for view in ("image", "text"):
+        x = getattr(ds, view)
+        if x is None:
+            continue
+        if x.ndim != 2:
+            raise DataError(f"{view} features must be 2-D, got shape {x.shape}")
+        if x.shape[0] != n:
+            raise DataError(f"{view} has {x.shape[0]} rows but labels has {n}; every view needs one row per item")
+        bad = ~np.isfinite(x)
+        if bad.any():
+            rows = np.flatnonzero(bad.any(1))
+            raise DataError(f"{view} features contain NaN or inf in {len(rows)} rows (first: {rows[:5].tolist()}); "
+                            "clean or impute them first")
+    if ds.text is None and ds.image is None:
+        raise DataError("the dataset has neither an image nor a text view")
+    lab = ds.labels
+    if not np.isin(lab, (0, 1)).all():
+        raise DataError("labels must be 0/1")
+    empty = np.flatnonzero(lab.sum(1) == 0)
+    if len(empty):
+        raise DataError(f"{len(empty)} items have no label (first: {empty[:5].tolist()}); relevance is "
+                        "'shares a label', so drop those items from the file first")
+    ds.labels = lab.astype(np.uint8)
+    return ds
+
+
+# ---------------------------------------------------------------------------
+# Splits
+# ---------------------------------------------------------------------------
+
+def split_sizes(name: str, n: int) -> tuple[int, int]:
+    """(n_query, n_train): DESIGN.md sizes for the real sets, proportional otherwise."""
+    base = name if name in KNOWN else None
+    if base and n >= KNOWN[base]["n_query"] + KNOWN[base]["n_train"] + 1:
+        return KNOWN[base]["n_query"], KNOWN[base]["n_train"]
+    if n >= 20015:
+        return 2000, 10000
+    return max(1, n // 10), max(2, n // 2)
+
+
+def make_split(n: int, *, n_query: int, n_train: int, protocol: str, seed: int) -> Split:
+    if protocol not in ("inductive", "standard"):
+        raise DataError(f"unknown protocol '{protocol}'; choose inductive or standard")
+    if n_query < 1 or n_train < 2 or n_query + n_train >= n:
+        raise DataError(f"split sizes n_query={n_query}, n_train={n_train} do not fit {n} items")
+    perm = np.random.default_rng(seed).permutation(n)
+    query = np.sort(perm[:n_query])
+    train = np.sort(perm[n_query:n_query + n_train])
+    rest = perm[n_query + n_train:]
+    database = np.sort(rest if protocol == "inductive" else perm[n_query:])
+    return Split(query=query, train=train, database=database, protocol=protocol)
+
+
+# ---------------------------------------------------------------------------
+# Public projections (public features only)
+# ---------------------------------------------------------------------------
+
+def _row_normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, 1e-12)
+
+
+def public_projection(ds: Dataset, idx: np.ndarray, *, dim: int) -> np.ndarray:
+    """Unit-norm rows of a PCA of the public features of items ``idx``.
+
+    Each view is row-normalised, the views are concatenated, centred and
+    projected on the top ``dim`` principal directions; each projected row is then
+    scaled to norm exactly 1 (zero rows stay zero), so ``||z_i|| <= 1`` as the
+    bilinear-moment sensitivity bound in privacy.py requires.
+    """
+    parts = [_row_normalize(getattr(ds, v)[idx].astype(np.float64)) for v in ds.views]
+    x = np.concatenate(parts, 1)
+    x -= x.mean(0)
+    dim = min(dim, x.shape[1], x.shape[0])
+    cov = x.T @ x
+    w, v = np.linalg.eigh(cov)
+    basis = v[:, np.argsort(-w, kind="stable")[:dim]]
+    z = x @ basis
+    return _row_normalize(z).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------
+# The private graph (the only reader of training labels)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class PrivateGraph:
+    """The private training graph. Never print, log or save anything derived from it.
+
+    Dense (bool N x N, symmetric, no self-loops) up to ``dense_limit`` nodes;
+    above that, rows are computed on demand from the private label matrix in
+    blocks, so the N x N matrix is never materialised.
+    """
+    n: int
+    kind: str
+    _adj: np.ndarray | None = field(default=None, repr=False)
+    _labels: np.ndarray | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:  # no statistic of the graph in the repr
+        return f"PrivateGraph(n={self.n}, kind={self.kind!r})"
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        if self._adj is not None:
+            return self._adj[start:stop]
+        lab = self._labels
+        block = (lab[start:stop] @ lab.T) > 0
+        block[np.arange(stop - start), np.arange(start, stop)] = False
+        return block
+
+    def dense(self) -> np.ndarray:
+        if self._adj is None:
+            raise MemoryError(f"the private graph over {self.n} nodes is kept implicit; use rows()")
+        return self._adj
+
+
+def build_private_graph(labels: LabelStore, train: np.ndarray, *, kind: str = "label", knn_k: int = 20,
+                        dense_limit: int = 20000) -> PrivateGraph:
+    """The private graph over training items (index i = i-th training item).
+
+    * ``label``: i ~ j iff they share at least one label (DESIGN.md default).
+    * ``knn``: the symmetric (union) k-nearest-neighbour graph under the Jaccard
+      similarity of label vectors, ties broken by the smaller index.
+    """
+    lab = labels.for_graph(train).astype(np.float32)
+    n = len(train)
+    if kind == "label":
+        if n > dense_limit:
+            return PrivateGraph(n=n, kind=kind, _labels=lab)
+        adj = (lab @ lab.T) > 0
+        np.fill_diagonal(adj, False)
+        return PrivateGraph(n=n, kind=kind, _adj=adj)
+    if kind == "knn":
+        if knn_k < 1 or knn_k >= n:
+            raise DataError(f"knn_k={knn_k} must be in [1, {n - 1}]")
+        size = lab.sum(1)
+        adj = np.zeros((n, n), dtype=bool)
+        for s in range(0, n, 2048):
+            inter = lab[s:s + 2048] @ lab.T
+            jac = inter / (size[s:s + 2048, None] + size[None, :] - inter)
+            jac[np.arange(len(jac)), np.arange(s, s + len(jac))] = -1.0
+            # stable top-k: sort by (-jaccard, index)
+            order = np.argsort(-jac, axis=1, kind="stable")[:, :knn_k]
+            adj[np.arange(s, s + len(jac))[:, None], order] = True
+        adj |= adj.T
+        np.fill_diagonal(adj, False)
+        return PrivateGraph(n=n, kind=kind, _adj=adj)
+    raise DataError(f"unknown graph kind '{kind}'; choose label or knn")

@@ -1,0 +1,322 @@
+"""dmpmh: Differentially Private Motif-Preserving Multi-modal Hashing (arXiv 2605.15460).
+
+The single entry point: configuration, run directory, orchestration.
+
+    python dmpmh.py                          # Sanitize-then-Distill on the embedded synthetic data
+    python dmpmh.py --dataset nuswide        # DCMH-style .mat or .npz under ./data/nuswide/
+    python dmpmh.py --dataset my.npz --epsilon 0.5
+    python dmpmh.py bench                    # per-stage wall time and peak memory
+
+Data flows one way: data -> privacy -> hashing -> evaluate. Only data.py reads
+training labels (to build the private graph); hashing.py sees public features
+and targets derived from the released synthetic graph.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import data
+import evaluate
+import privacy
+
+METHODS = ("dmpmh", "nonprivate", "naive")
+
+
+@dataclass
+class Config:
+    # --- data -------------------------------------------------------------
+    dataset: str = "synthetic"        # synthetic | mirflickr | nuswide | path/to/file.npz
+    data_dir: str | None = None       # default ./data/<dataset>/
+    synthetic_items: int = 5000       # size of the embedded synthetic dataset
+    protocol: str = "inductive"       # inductive (train, query, database disjoint) | standard
+    n_query: int | None = None        # default: DESIGN.md sizes (2,000 / 2,100) or N/10
+    n_train: int | None = None        # default: DESIGN.md sizes (10,000 / 10,500) or N/2
+    graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN)
+    knn_k: int = 20
+    # --- privacy ----------------------------------------------------------
+    method: str = "dmpmh"             # dmpmh | nonprivate | naive
+    epsilon: float = 1.0              # edge-level epsilon; inf = no noise (a NOT PRIVATE reference)
+    delta: float = 1e-6
+    max_degree: int = 32              # D, the stable clipping bound
+    share_degrees: float = 0.1        # shares of mu^2 per released statistic
+    share_triangles: float = 0.1
+    share_edges: float = 0.05
+    share_bilinear: float = 0.75
+    proj_dim: int = 64                # r, public projection dimension (bilinear moments are r x r)
+    noise: str = "gaussian"           # gaussian | discrete
+    insecure_seed: int | None = None  # reproducible DP noise; NOT SECURE, warns every run
+    # --- synthesis --------------------------------------------------------
+    support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
+    nmd_iters: int = 200
+    nmd_prior: float = 1e-3
+    # --- hashing ----------------------------------------------------------
+    bits: int = 32
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    hidden: int = 1024
+    w_first_order: float = 1.0
+    w_triangle: float = 1.0
+    w_alignment: float = 0.5
+    w_quantization: float = 0.1
+    w_balance: float = 0.1
+    # --- run --------------------------------------------------------------
+    device: str = "cpu"               # cpu | cuda | auto
+    seed: int = 0                     # split, synthetic data, networks (not the DP noise)
+    out_dir: str = "runs"
+    attack_pairs: int = 20000
+
+
+def validate_config(cfg: Config) -> None:
+    """Reject settings that are wrong or would void the guarantee, naming the value."""
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+    if not (cfg.epsilon > 0):
+        raise ValueError(f"epsilon={cfg.epsilon} must be > 0 (use 'inf' for the noise-free reference)")
+    if not (0 < cfg.delta < 1):
+        raise ValueError(f"delta={cfg.delta} must be in (0, 1)")
+    if cfg.max_degree < 1:
+        raise ValueError(f"max_degree (D)={cfg.max_degree} must be >= 1")
+    if cfg.bits <= 0 or cfg.bits % 8:
+        raise ValueError(f"bits={cfg.bits} must be a positive multiple of 8 (codes are packed into bytes)")
+    if cfg.noise not in ("gaussian", "discrete"):
+        raise ValueError(f"noise={cfg.noise!r}: choose gaussian or discrete")
+    if cfg.noise == "discrete":
+        raise ValueError("--noise discrete is not available yet in this version; use --noise gaussian")
+    for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear"):
+        if getattr(cfg, k) < 0:
+            raise ValueError(f"{k}={getattr(cfg, k)} must be >= 0")
+    if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.proj_dim < 1 or cfg.support_k < 1:
+        raise ValueError("epochs, proj_dim and support_k must be >= 1 and batch_size >= 2")
+
+
+def parse_config(argv: list[str]) -> Config:
+    """argparse over the Config fields; unknown flags are rejected by argparse (exit 2)."""
+    p = argparse.ArgumentParser(prog="dmpmh.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.type in ("int | None",):
+            p.add_argument(flag, type=int, default=default)
+        elif f.type in ("str | None",):
+            p.add_argument(flag, type=str, default=default)
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+    ns = p.parse_args(argv)
+    return Config(**vars(ns))
+
+
+# ---------------------------------------------------------------------------
+# Run directory: built under a hidden name, renamed into place at the end
+# ---------------------------------------------------------------------------
+
+def write_atomic(path: str, content, mode: str = "w") -> None:
+    tmp = path + ".tmp"
+    with open(tmp, mode) as f:
+        f.write(content)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    def __init__(self, cfg: Config):
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
+        self.final = os.path.join(cfg.out_dir, f"{stamp}-{ds}-{cfg.method}")
+        k = 1
+        while os.path.exists(self.final):
+            k += 1
+            self.final = os.path.join(cfg.out_dir, f"{stamp}-{ds}-{cfg.method}-{k}")
+        self.path = os.path.join(cfg.out_dir, "." + os.path.basename(self.final) + ".partial")
+        os.makedirs(self.path, exist_ok=False)
+
+    def file(self, name: str) -> str:
+        return os.path.join(self.path, name)
+
+    def commit(self) -> str:
+        os.replace(self.path, self.final)
+        return self.final
+
+    def abort(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------
+
+class TrueGraphTargets:
+    """Targets from the TRUE private graph: only for the non-private baseline."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        t = np.stack([self.graph.rows(i, i + 1)[0, idx] for i in idx]).astype(np.float32)
+        np.fill_diagonal(t, 1.0)
+        return t
+
+
+def stage(name: str):
+    print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
+    return time.perf_counter()
+
+
+def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource):
+    """Clip + measure + synthesize. Returns (release, synthetic graph)."""
+    shares = {"degrees": cfg.share_degrees, "triangles": cfg.share_triangles,
+              "edges": cfg.share_edges, "bilinear": cfg.share_bilinear}
+    release = privacy.measure(graph, z, epsilon=cfg.epsilon, delta=cfg.delta, max_degree=cfg.max_degree,
+                              shares=shares, source=source, clip=cfg.method != "naive")
+    synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior)
+    return release, synth
+
+
+def run(cfg: Config) -> dict:
+    import hashing  # torch is imported only when a pipeline runs
+    validate_config(cfg)
+    device = hashing.resolve_device(cfg.device)
+    print(f"dmpmh: dataset={cfg.dataset} method={cfg.method} epsilon={cfg.epsilon:g} delta={cfg.delta:g} "
+          f"D={cfg.max_degree} bits={cfg.bits} device={device}", flush=True)
+    hashing.set_seed(cfg.seed)
+    source = privacy.NoiseSource(insecure_seed=cfg.insecure_seed)
+    timings: dict[str, float] = {}
+
+    t = stage("load")
+    ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, synthetic_items=cfg.synthetic_items, seed=cfg.seed)
+    nq, nt = data.split_sizes(ds.name, ds.n)
+    split = data.make_split(ds.n, n_query=cfg.n_query or nq, n_train=cfg.n_train or nt,
+                            protocol=cfg.protocol, seed=cfg.seed)
+    store = data.LabelStore(ds.labels, split.train, allow_train_in_evaluation=cfg.protocol == "standard")
+    ds.labels = None  # from here on, labels are reached only through the store
+    print(f"  {ds.n} items, views {ds.views}; query {len(split.query)}, train {len(split.train)}, "
+          f"database {len(split.database)} ({cfg.protocol})", flush=True)
+    timings["load"] = time.perf_counter() - t
+
+    rundir = RunDir(cfg)
+    try:
+        t = stage(f"private graph ({cfg.graph})")
+        graph = data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k)
+        z = data.public_projection(ds, split.train, dim=cfg.proj_dim)
+        timings["graph"] = time.perf_counter() - t
+
+        statement = None
+        if cfg.method == "nonprivate":
+            targets = TrueGraphTargets(graph)
+            statement = ("NOT PRIVATE: method 'nonprivate' trains on the true private graph with no clipping "
+                         "and no noise. It is a reference, and its outputs must not be released.\n")
+        else:
+            t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
+            release, synth = sanitize(graph, z, cfg, source)
+            targets = synth.targets
+            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=cfg.graph, method=cfg.method)
+            timings["sanitize"] = time.perf_counter() - t
+            rep = synth.report
+            if rep.get("residual_rms"):
+                print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
+                    rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
+                    ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
+        del graph  # hashing never sees it
+
+        t = stage("distill: train dual-stream hashing networks")
+        scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train]) for v in ds.views}
+        feats = lambda idx: {v: scalers[v](getattr(ds, v)[idx]) for v in ds.views}  # noqa: E731
+        weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
+                                      cfg.w_quantization, cfg.w_balance)
+        model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
+                                      batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
+                                      weights=weights, device=device)
+        timings["train"] = time.perf_counter() - t
+
+        t = stage("evaluate")
+        qc = hashing.encode(model, feats(split.query), device=device)
+        dc = hashing.encode(model, feats(split.database), device=device)
+        ql = store.for_evaluation(split.query)
+        dl = store.for_evaluation(split.database)
+        short = {"image": "I", "text": "T"}
+        metrics: dict = {"retrieval": {}}
+        for a in ds.views:
+            for b in ds.views:
+                task = f"{short[a]}->{short[b]}"
+                metrics["retrieval"][task] = evaluate.retrieval_report(qc[a], dc[b], ql, dl)
+        metrics["chance_map"] = evaluate.chance_map(ql, dl)
+        timings["evaluate"] = time.perf_counter() - t
+        metrics["timings_s"] = timings
+
+        # ----- write everything, then rename the directory into place
+        write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        write_atomic(rundir.file("privacy.txt"), statement)
+        write_atomic(rundir.file("metrics.json"), json.dumps(metrics, indent=2))
+        write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
+        np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
+                 **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
+                 query_index=split.query, database_index=split.database, bits=cfg.bits)
+        import torch
+        torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
+                    "scalers": {v: (s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
+        for task, rep in metrics["retrieval"].items():
+            pass
+        plot_curves(rundir, metrics)
+        print()
+        print(statement)
+        print(metrics_markdown(cfg, metrics))
+        final = rundir.commit()
+        print(f"run directory: {final}")
+        metrics["run_dir"] = final
+        return metrics
+    except BaseException:
+        rundir.abort()
+        raise
+
+
+def plot_curves(rundir: RunDir, metrics: dict) -> None:
+    tasks = metrics["retrieval"]
+    evaluate.line_plot(rundir.file("precision_at_k.png"),
+                       {t: (r["ks"], r["p_at_k"]) for t, r in tasks.items()},
+                       title="precision@k", xlabel="k", ylabel="precision")
+    evaluate.line_plot(rundir.file("pr_curve.png"),
+                       {t: (r["pr_recall"], r["pr_precision"]) for t, r in tasks.items()},
+                       title="precision-recall (Hamming radius)", xlabel="recall", ylabel="precision")
+
+
+def metrics_markdown(cfg: Config, metrics: dict) -> str:
+    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits", "",
+             "| task | mAP@all | tie-aware mAP | P@r<=2 |", "| --- | --- | --- | --- |"]
+    for task, r in metrics["retrieval"].items():
+        lines.append(f"| {task} | {r['map']:.4f} | {r['map_tie_aware']:.4f} | {r['p_r2']:.4f} |")
+    lines += ["", f"chance mAP (expected precision of a random ranking): {metrics['chance_map']:.4f}", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# main
+# ---------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "run":
+            argv = argv[1:]
+        cfg = parse_config(argv)
+        run(cfg)
+        return 0
+    except (ValueError, data.DataError, MemoryError) as e:
+        if os.environ.get("DMPMH_TRACEBACK"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,757 @@
+"""Privacy core of dmpmh: clipping, sensitivities, mechanisms, accounting, synthesis.
+
+An auditor checks the privacy claim of DMP-MH (arXiv 2605.15460) by reading this
+file alone. It imports no torch and never sees features other than public
+projections.
+
+Neighbouring relation (edge-level DP): two graphs G, G' on the same node set
+(the training items) are neighbours iff their edge sets differ in exactly one
+edge, added or removed. Node identities, public features and the split are
+public.
+
+What is released, and how (everything else is post-processing):
+  1. ``degrees``    clipped degrees, L2 sensitivity 2                 (Lemma 1, Claim 2)
+  2. ``triangles``  per-node triangle counts of the clipped graph,
+                    L2 sensitivity 3*sqrt(2(D-1)^2 + (D-1))           (Lemma 1, Claim 3)
+  3. ``edges``      edge count of the unclipped graph, sensitivity 1   (Claim 4)
+  4. ``bilinear``   Z^T S Z of the unclipped adjacency S over public
+                    unit-norm rows Z, Frobenius sensitivity 2         (Claim 5)
+each with independent Gaussian noise. The composition is accounted exactly as
+mu-GDP (Dong, Roth & Su 2019, arXiv 1905.02383, Corollary 3.3: mu^2 = sum_i
+(Delta_i/sigma_i)^2) and converted to (epsilon, delta) with the analytic Gaussian
+formula (Balle & Wang 2018, arXiv 1805.06530, Theorem 8; Dong, Roth & Su,
+Corollary 2.13).
+
+Sources:
+  * Dong, Roth, Su, "Gaussian Differential Privacy", arXiv 1905.02383.
+  * Balle, Wang, "Improving the Gaussian Mechanism for Differential Privacy:
+    Analytical Calibration and Optimal Denoising", arXiv 1805.06530.
+  * Canonne, Kamath, Steinke, "The Discrete Gaussian for Differential Privacy",
+    arXiv 2004.00010 (the exact integer sampler, ``--noise discrete``).
+  * Mironov, "On Significance of the Least Significant Bits for Differential
+    Privacy", CCS 2012 (why floating-point noise is a concern for integers).
+  * Beck & Teboulle 2003, "Mirror descent and nonlinear projected subgradient
+    methods" (the mirror step; our loop is handwritten).
+
+Choices that are ours, not the paper's (its abstract gives no detail): the
+statistic set above and its default budget shares, the public clip order
+(cosine similarity of public projections, ties by neighbour index), the NMD
+support (public top-K neighbours), the two-layer synthetic graph (dense
+semantic layer + sparse motif layer) and how it becomes targets.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+from scipy.optimize import brentq
+from scipy.special import expit, logit, ndtr
+
+# ---------------------------------------------------------------------------
+# Noise sources
+# ---------------------------------------------------------------------------
+
+
+class NoiseSource:
+    """Randomness for DP noise.
+
+    Default: the operating system's CSPRNG (``os.urandom`` / ``secrets``).
+    ``insecure_seed`` makes the noise reproducible for debugging and tests; it
+    voids the guarantee against anyone who can guess the seed, so it prints a
+    warning every time it is built.
+    """
+
+    def __init__(self, *, insecure_seed: int | None = None, quiet: bool = False):
+        self.insecure_seed = insecure_seed
+        if insecure_seed is None:
+            self._py = secrets.SystemRandom()
+            self._np = None
+        else:
+            if not quiet:
+                print(f"WARNING: --insecure-seed {insecure_seed}: DP noise is reproducible and NOT secure. "
+                      "Use only for debugging and tests.", file=sys.stderr)
+            self._py = random.Random(insecure_seed)
+            self._np = np.random.default_rng(insecure_seed)
+
+    @property
+    def secure(self) -> bool:
+        return self.insecure_seed is None
+
+    def uniform(self, size: int) -> np.ndarray:
+        """Uniform on (0, 1) with 53 random bits each."""
+        if self._np is not None:
+            return 1.0 - self._np.random(size)  # (0, 1]
+        words = np.frombuffer(os.urandom(8 * size), dtype=np.uint64)
+        return ((words >> np.uint64(11)).astype(np.float64) + 1.0) * 2.0 ** -53
+
+    def normal(self, shape) -> np.ndarray:
+        """Standard normal samples (Box-Muller on secure uniforms)."""
+        n = int(np.prod(shape))
+        if n == 0:
+            return np.zeros(shape)
+        if self._np is not None:
+            return self._np.standard_normal(n).reshape(shape)
+        u1, u2 = self.uniform(n), self.uniform(n)
+        return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)).reshape(shape)
+
+    def randbelow(self, n: int) -> int:
+        return self._py.randrange(n)
+
+
+# ---------------------------------------------------------------------------
+# Accounting: mu-GDP, analytic conversion, calibration
+# ---------------------------------------------------------------------------
+
+
+def gdp_delta(*, mu: float, epsilon: float) -> float:
+    """delta(epsilon) of a mu-GDP mechanism.
+
+    Dong, Roth & Su (arXiv 1905.02383), Corollary 2.13; equivalently Balle & Wang
+    (arXiv 1805.06530), Theorem 8, with mu = Delta/sigma:
+
+        delta(eps) = Phi(-eps/mu + mu/2) - e^eps * Phi(-eps/mu - mu/2).
+    """
+    if not mu > 0:
+        raise ValueError(f"mu={mu} must be > 0")
+    if epsilon < 0:
+        raise ValueError(f"epsilon={epsilon} must be >= 0")
+    a = -epsilon / mu
+    # e^eps * Phi(x) computed as exp(eps + log Phi(x)) to avoid overflow.
+    from scipy.special import log_ndtr
+    return float(ndtr(a + mu / 2) - np.exp(epsilon + log_ndtr(a - mu / 2)))
+
+
+def gdp_epsilon(*, mu: float, delta: float) -> float:
+    """Smallest epsilon with gdp_delta(mu, epsilon) <= delta (root of a decreasing function)."""
+    if not 0 < delta < 1:
+        raise ValueError(f"delta={delta} must be in (0, 1)")
+    if gdp_delta(mu=mu, epsilon=0.0) <= delta:
+        return 0.0
+    hi = 1.0
+    while gdp_delta(mu=mu, epsilon=hi) > delta:
+        hi *= 2
+        if hi > 1e6:
+            raise ValueError(f"mu={mu} is too large for delta={delta}")
+    return float(brentq(lambda e: gdp_delta(mu=mu, epsilon=e) - delta, 0.0, hi, xtol=1e-14, rtol=1e-13))
+
+
+def gdp_mu(*, epsilon: float, delta: float) -> float:
+    """The largest mu such that mu-GDP implies (epsilon, delta)-DP.
+
+    delta(eps; mu) of Corollary 2.13 increases in mu, so the root is unique.
+    Known value: gdp_mu(epsilon=1, delta=1e-5) = 0.26805 (DESIGN.md: 0.2681).
+    """
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"epsilon={epsilon} must be a positive finite number (use the non-private "
+                         "method for epsilon = infinity)")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta={delta} must be in (0, 1)")
+    lo, hi = 1e-8, 1.0
+    if gdp_delta(mu=lo, epsilon=epsilon) > delta:
+        raise ValueError(f"epsilon={epsilon}, delta={delta} is too small to calibrate")
+    while gdp_delta(mu=hi, epsilon=epsilon) < delta:
+        hi *= 2
+        if hi > 1e4:
+            raise ValueError(f"epsilon={epsilon} is too large to calibrate with delta={delta}")
+    return float(brentq(lambda m: gdp_delta(mu=m, epsilon=epsilon) - delta, lo, hi, xtol=1e-15, rtol=1e-14))
+
+
+def compose_mu(*, sensitivities, sigmas) -> float:
+    """mu of the composition of Gaussian mechanisms.
+
+    Each release of a statistic with L2 sensitivity Delta_i under N(0, sigma_i^2 I)
+    is (Delta_i/sigma_i)-GDP (Dong, Roth & Su, Theorem 2.7), and their
+    composition is mu-GDP with mu = sqrt(sum_i (Delta_i/sigma_i)^2) (Corollary 3.3).
+    """
+    s = np.asarray(sensitivities, dtype=float)
+    g = np.asarray(sigmas, dtype=float)
+    if (g <= 0).any() or (s < 0).any():
+        raise ValueError(f"sigmas={g.tolist()} must be > 0 and sensitivities={s.tolist()} >= 0")
+    return float(np.sqrt(np.sum((s / g) ** 2)))
+
+
+def calibrate_sigmas(*, epsilon: float, delta: float, sensitivities, shares) -> np.ndarray:
+    """sigma_i so the composition is exactly (epsilon, delta)-DP.
+
+    Root finding gives mu = gdp_mu(epsilon, delta); share w_i of mu^2 goes to
+    statistic i: (Delta_i/sigma_i)^2 = w_i mu^2, so sigma_i = Delta_i/(sqrt(w_i) mu)
+    and sum_i (Delta_i/sigma_i)^2 = mu^2 exactly.
+    """
+    w = np.asarray(shares, dtype=float)
+    s = np.asarray(sensitivities, dtype=float)
+    if w.shape != s.shape or (w <= 0).any() or abs(w.sum() - 1) > 1e-9:
+        raise ValueError(f"shares={w.tolist()} must be positive, one per statistic, and sum to 1")
+    mu = gdp_mu(epsilon=epsilon, delta=delta)
+    return s / (np.sqrt(w) * mu)
+
+
+# ---------------------------------------------------------------------------
+# Stable degree clipping (the core lemma)
+# ---------------------------------------------------------------------------
+
+
+def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int = 1024) -> np.ndarray:
+    """Edges of the stably clipped graph, as an (m, 2) int64 array with u < v.
+
+    Each node u ranks its incident edges by a public total order: decreasing
+    public similarity <order_u, order_v>, ties broken by increasing neighbour
+    index. Edge (u, v) is kept iff it is among the first ``max_degree`` = D edges
+    of u's list AND of v's list. ``graph`` exposes ``n`` and ``rows(a, b)`` (a bool
+    block of adjacency rows), so the N x N matrix is never needed at once.
+
+    Lemma 1 (stability). Let G' = G + e, e = (a, b). Then clip(G) and clip(G')
+    differ in at most 3 edges, and every clipped degree is at most D.
+    Proof. Node w's top-D list L_w depends only on w's own incident edges and
+    the public order. Nodes other than a and b have the same incident edges in
+    G and G', so their lists are equal. At a, inserting e into a ranked list and
+    truncating to D either leaves L_a unchanged (e ranks below position D), or
+    adds e and, if L_a was full, drops exactly one edge (a, x) (the former D-th).
+    The same holds at b, with a dropped (b, y). An edge f other than e, (a, x)
+    and (b, y) has the same membership in both endpoints' lists in G and G', so
+    its kept/not-kept status is unchanged. Hence the symmetric difference is a
+    subset of {e, (a, x), (b, y)}: at most 3 edges. Removal is the same argument
+    with G and G' swapped. Degree: a kept edge at w is in L_w and |L_w| <= D. []
+    """
+    if not (isinstance(max_degree, (int, np.integer)) and max_degree >= 1):
+        raise ValueError(f"max_degree (D)={max_degree} must be an integer >= 1")
+    n = graph.n
+    D = int(max_degree)
+    top = np.full((n, D), -1, dtype=np.int64)
+    for s in range(0, n, block):
+        adj = graph.rows(s, min(n, s + block))
+        b = adj.shape[0]
+        sim = (order[s:s + b].astype(np.float64) @ order.T.astype(np.float64))
+        sim[~adj] = -np.inf
+        deg = adj.sum(1)
+        for r in range(b):
+            d = int(deg[r])
+            if d == 0:
+                continue
+            if d <= D:
+                top[s + r, :d] = np.flatnonzero(adj[r])
+                continue
+            nb = np.flatnonzero(adj[r])
+            key = sim[r, nb]
+            # exact D-th largest value, then ties at the threshold by neighbour index
+            kth = np.partition(key, d - D)[d - D]
+            above = nb[key > kth]
+            tied = nb[key == kth]  # nb is sorted, so tied is sorted by index
+            top[s + r] = np.concatenate([above, tied[:D - len(above)]])
+    u = np.repeat(np.arange(n), D)
+    v = top.ravel()
+    ok = v >= 0
+    u, v = u[ok], v[ok]
+    a, b = np.minimum(u, v), np.maximum(u, v)
+    key = a * n + b
+    uniq, counts = np.unique(key, return_counts=True)
+    kept = uniq[counts == 2]  # listed by both endpoints
+    return np.stack([kept // n, kept % n], 1)
+
+
+# ---------------------------------------------------------------------------
+# Sensitivities (each with its proof)
+# ---------------------------------------------------------------------------
+
+
+def degree_sensitivity(*, max_degree: int) -> float:
+    """Claim 2: L2 sensitivity of the clipped degree vector is at most 2.
+
+    Proof. By Lemma 1 the clipped graphs differ in a subset of {e, (a,x), (b,y)},
+    with e = (a,b) present in at most one of them. If e is kept in G' and both
+    displacements happen, the degree changes are a: +1-1, b: +1-1, x: -1, y: -1,
+    so the L2 change is sqrt(2), or 2 when x = y (-2 at x). If e is kept without
+    displacement: +1 at a and b, sqrt(2). With one displacement: (0, +1, -1) at
+    (a, b, x), sqrt(2). If e is not kept, at most (a,x) and (b,y) are removed;
+    a displacement at a happens only if e enters L_a, so the changes are at most
+    -1 at a, x (and b, y): if both happen, e is in both lists and kept, a
+    contradiction, so at most sqrt(2). The maximum over cases is 2 (x = y). []
+    D does not enter; the argument is kept keyword-only for uniformity.
+    """
+    _check_D(max_degree)
+    return 2.0
+
+
+def triangle_sensitivity(*, max_degree: int) -> float:
+    """Claim 3: L2 sensitivity of per-node triangle counts of the clipped graph.
+
+        Delta_tri(D) = 3 * sqrt(2 (D-1)^2 + (D-1)).
+
+    Proof. Toggling one edge (u, v) in a graph H of maximum degree D changes
+    t_u and t_v by c = |N_H(u) & N_H(v)| <= D - 1 each and t_w by 1 for each of
+    the c common neighbours w, and nothing else: the L2 change is
+    sqrt(2c^2 + c) <= sqrt(2(D-1)^2 + (D-1)). By Lemma 1, clip(G') is reached
+    from clip(G) by at most 3 toggles: first the (at most two) removals, each
+    applied to a subgraph of clip(G) (max degree <= D), then the insertion of e,
+    whose result is clip(G') (max degree <= D); the common-neighbour count of
+    the toggled pair is taken in the graph where the edge is present, which has
+    max degree <= D in all three steps. The triangle inequality over the three
+    steps gives the bound. []
+    """
+    _check_D(max_degree)
+    D = int(max_degree)
+    return 3.0 * math.sqrt(2 * (D - 1) ** 2 + (D - 1))
+
+
+def naive_triangle_sensitivity(*, n_nodes: int) -> float:
+    """Worst-case L2 sensitivity of per-node triangle counts WITHOUT clipping.
+
+    The argument of Claim 3 with one toggle and c <= N - 2 common neighbours:
+    sqrt(2 (N-2)^2 + (N-2)); it is attained by two hubs adjacent to all other
+    nodes. This grows linearly with N: "Hubness Explosion".
+    """
+    if n_nodes < 2:
+        raise ValueError(f"n_nodes={n_nodes} must be >= 2")
+    c = n_nodes - 2
+    return math.sqrt(2 * c * c + c)
+
+
+def edge_count_sensitivity() -> float:
+    """Claim 4: one edge added or removed changes the edge count by exactly 1. []"""
+    return 1.0
+
+
+def bilinear_sensitivity() -> float:
+    """Claim 5: Frobenius sensitivity of M = Z^T S Z (unclipped S) is at most 2.
+
+    Proof. Toggling edge (i, j) changes S in entries (i,j) and (j,i) by +-1, so
+    Delta M = +-(z_i z_j^T + z_j z_i^T), and
+        ||Delta M||_F^2 = 2 ||z_i||^2 ||z_j||^2 + 2 (z_i . z_j)^2 <= 4
+    for rows with ||z_i|| <= 1 (Cauchy-Schwarz). No degree enters, so no clipping
+    is needed. The rows must be public (here: a PCA of public features) and are
+    checked to have norm <= 1 before release. []
+    """
+    return 2.0
+
+
+def _check_D(D) -> None:
+    if not (isinstance(D, (int, np.integer)) and D >= 1):
+        raise ValueError(f"max_degree (D)={D} must be an integer >= 1")
+
+
+# ---------------------------------------------------------------------------
+# Graph statistics (private values; only called inside measure())
+# ---------------------------------------------------------------------------
+
+
+def _csr(edges: np.ndarray, n: int, weights=None) -> sparse.csr_matrix:
+    w = np.ones(len(edges)) if weights is None else weights
+    a = sparse.coo_matrix((np.concatenate([w, w]), (np.concatenate([edges[:, 0], edges[:, 1]]),
+                                                    np.concatenate([edges[:, 1], edges[:, 0]]))), shape=(n, n))
+    return a.tocsr()
+
+
+def degrees_of(edges: np.ndarray, n: int) -> np.ndarray:
+    return (np.bincount(edges[:, 0], minlength=n) + np.bincount(edges[:, 1], minlength=n)).astype(np.float64)
+
+
+def triangles_of(edges: np.ndarray, n: int) -> np.ndarray:
+    """Per-node triangle counts t_w = (A^3)_ww / 2 of a sparse graph."""
+    a = _csr(edges, n)
+    return np.asarray((a @ a).multiply(a).sum(1)).ravel() / 2.0
+
+
+def _edge_count_and_bilinear(graph, z: np.ndarray, block: int = 2048) -> tuple[float, np.ndarray]:
+    n = graph.n
+    m = 0.0
+    zz = z.astype(np.float64)
+    acc = np.zeros((z.shape[1], z.shape[1]))
+    for s in range(0, n, block):
+        rows = graph.rows(s, min(n, s + block))
+        m += float(rows.sum())
+        acc += zz[s:s + len(rows)].T @ (rows.astype(np.float32) @ z).astype(np.float64)
+    return m / 2.0, acc
+
+
+# ---------------------------------------------------------------------------
+# Measurement (the only place private values are computed)
+# ---------------------------------------------------------------------------
+
+STATISTICS = ("degrees", "triangles", "edges", "bilinear")
+
+
+@dataclass
+class Measurement:
+    name: str
+    noisy: np.ndarray
+    sensitivity: float
+    sigma: float
+    share: float
+    norm: str          # "L2" or "Frobenius"
+    clipped: bool      # computed on the clipped graph?
+
+
+@dataclass
+class Release:
+    """Everything that leaves the sanitizer: noisy values and their calibration."""
+    measurements: dict[str, Measurement]
+    epsilon: float
+    delta: float
+    mu: float
+    max_degree: int | None
+    n_nodes: int
+    noise: str
+    secure: bool
+    clipped_edges_public_order: str = "cosine similarity of public projections, ties by neighbour index"
+
+    def __getitem__(self, name: str) -> Measurement:
+        return self.measurements[name]
+
+
+def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: int | None,
+            shares: dict[str, float], source: NoiseSource, clip: bool = True) -> Release:
+    """Release the statistics of ``graph`` with calibrated Gaussian noise.
+
+    ``clip=False`` is the naive-synthesis baseline: motif statistics of the
+    unclipped graph with the true worst-case sensitivity (naive_triangle_sensitivity).
+    ``epsilon = inf`` releases exact values: a NOT PRIVATE reference, marked as such.
+    No un-noised value leaves this function.
+    """
+    names = [k for k in STATISTICS if shares.get(k, 0) > 0]
+    unknown = set(shares) - set(STATISTICS)
+    if unknown:
+        raise ValueError(f"unknown statistics in shares: {sorted(unknown)}; known: {STATISTICS}")
+    if not names:
+        raise ValueError("shares selects no statistic")
+    norms = np.linalg.norm(z, axis=1)
+    if (norms > 1 + 1e-6).any():
+        raise ValueError(f"public projection rows must have norm <= 1 (max {norms.max():.6f}); "
+                         "the bilinear sensitivity bound would not hold")
+    nonprivate = math.isinf(epsilon)
+    if not nonprivate and not (epsilon > 0):
+        raise ValueError(f"epsilon={epsilon} must be > 0")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta={delta} must be in (0, 1)")
+    n = graph.n
+    if clip:
+        if max_degree is None:
+            raise ValueError("max_degree (D) is required when clipping")
+        _check_D(max_degree)
+    sens = {"degrees": degree_sensitivity(max_degree=max_degree) if clip else 2.0,
+            "triangles": triangle_sensitivity(max_degree=max_degree) if clip else naive_triangle_sensitivity(n_nodes=n),
+            "edges": edge_count_sensitivity(),
+            "bilinear": bilinear_sensitivity()}
+    w = np.array([shares[k] for k in names], dtype=float)
+    w = w / w.sum()
+    if nonprivate:
+        sigmas, mu = np.zeros(len(names)), math.inf
+    else:
+        sigmas = calibrate_sigmas(epsilon=epsilon, delta=delta, sensitivities=[sens[k] for k in names], shares=w)
+        mu = compose_mu(sensitivities=[sens[k] for k in names], sigmas=sigmas)
+
+    values: dict[str, np.ndarray] = {}
+    if "degrees" in names or "triangles" in names:
+        if clip:
+            motif_edges = stable_clip(graph, z, max_degree=max_degree)
+        else:
+            motif_edges = _all_edges(graph)
+        if "degrees" in names:
+            values["degrees"] = degrees_of(motif_edges, n)
+        if "triangles" in names:
+            values["triangles"] = triangles_of(motif_edges, n)
+        del motif_edges
+    if "edges" in names or "bilinear" in names:
+        m, bil = _edge_count_and_bilinear(graph, z)
+        values["edges"] = np.array([m])
+        values["bilinear"] = bil
+    out = {}
+    for k, sigma, share in zip(names, sigmas, w):
+        exact = values.pop(k)
+        noisy = exact + sigma * source.normal(exact.shape)
+        del exact
+        out[k] = Measurement(name=k, noisy=noisy, sensitivity=sens[k], sigma=float(sigma), share=float(share),
+                             norm="Frobenius" if k == "bilinear" else "L2",
+                             clipped=clip and k in ("degrees", "triangles"))
+    return Release(measurements=out, epsilon=epsilon, delta=delta, mu=mu,
+                   max_degree=max_degree if clip else None, n_nodes=n, noise="gaussian", secure=source.secure)
+
+
+def _all_edges(graph, block: int = 2048) -> np.ndarray:
+    out = []
+    for s in range(0, graph.n, block):
+        r, c = np.nonzero(graph.rows(s, min(graph.n, s + block)))
+        r = r + s
+        keep = r < c
+        out.append(np.stack([r[keep], c[keep]], 1))
+    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------
+# Synthesis: semantic layer (closed form) + motif layer (Noisy Mirror Descent)
+# ---------------------------------------------------------------------------
+
+
+def public_support(z: np.ndarray, *, k: int, block: int = 2048) -> np.ndarray:
+    """Candidate pairs: each node's k most similar nodes by public projection,
+    symmetrised (union), as an (m, 2) array with u < v. Public: no graph input."""
+    n = len(z)
+    k = min(k, n - 1)
+    rows, cols = [], []
+    for s in range(0, n, block):
+        sim = z[s:s + block] @ z.T
+        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -np.inf
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        rows.append(np.repeat(np.arange(s, s + len(sim)), k))
+        cols.append(idx.ravel())
+    u, v = np.concatenate(rows), np.concatenate(cols)
+    key = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
+    return np.stack([key // n, key % n], 1)
+
+
+def list_triangles(edges: np.ndarray, n: int) -> np.ndarray:
+    """All triangles of a sparse graph as (t, 3) indices into ``edges`` (public support only)."""
+    m = len(edges)
+    order = np.lexsort((edges[:, 1], edges[:, 0]))
+    e = edges[order]
+    keys = e[:, 0] * n + e[:, 1]
+    indptr = np.searchsorted(e[:, 0], np.arange(n + 1))
+    tri = []
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for u in range(n):
+        a, b = indptr[u], indptr[u + 1]
+        d = b - a
+        if d < 2:
+            continue
+        if d not in cache:
+            cache[d] = np.triu_indices(d, 1)
+        i, j = cache[d]
+        v, w = e[a + i, 1], e[a + j, 1]  # v < w since neighbours are sorted
+        pos = np.searchsorted(keys, v * n + w)
+        pos = np.minimum(pos, m - 1)
+        hit = keys[pos] == v * n + w
+        tri.append(np.stack([order[a + i[hit]], order[a + j[hit]], order[pos[hit]]], 1))
+    return np.concatenate(tri) if tri else np.zeros((0, 3), dtype=np.int64)
+
+
+@dataclass
+class SyntheticGraph:
+    """The released synthetic graph: a DP post-processing of a Release.
+
+    Semantic layer (dense, implicit): b_ij = clip(c + z_i^T W z_j, 0, 1), fitted
+    in closed form to the noisy edge count and bilinear moments.
+    Motif layer (sparse, on the public support): q_e, fitted by Noisy Mirror
+    Descent to the noisy clipped degrees and triangle counts.
+    Target for pair (i, j): max(b_ij, q_ij) on the support, b_ij elsewhere. The
+    max is our design choice; it is consistent because clip(G) is a subgraph of
+    G, so Pr[ij in G] >= Pr[ij in clip(G)].
+    """
+    z: np.ndarray
+    w: np.ndarray
+    c: float
+    support: np.ndarray
+    q: np.ndarray
+    report: dict = field(default_factory=dict)
+    _q_csr: sparse.csr_matrix | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.z)
+
+    def semantic(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return np.clip(self.c + (self.z[rows] @ self.w) @ self.z[cols].T, 0.0, 1.0)
+
+    def targets(self, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), len(idx)) float32 target matrix for a batch of training items."""
+        t = self.semantic(idx, idx)
+        if len(self.q):
+            if self._q_csr is None:
+                self._q_csr = _csr(self.support, self.n, self.q)
+            t = np.maximum(t, self._q_csr[idx][:, idx].toarray())
+        np.fill_diagonal(t, 1.0)
+        return t.astype(np.float32)
+
+
+def fit_semantic(release: Release, z: np.ndarray, *, ridge: float = 1e-3) -> tuple[np.ndarray, float]:
+    """Least-squares fit S ~ c (J - I) + Z W Z^T to the noisy edge count and moments.
+
+    c = m~ / (N(N-1)/2) (density from the noisy edge count). With G = Z^T Z and
+    s = Z^T 1, the moments of the centred target are M~ - c (s s^T - G), and the
+    Frobenius least-squares W is (G + rI)^-1 (that) (G + rI)^-1, symmetrised.
+    Pure post-processing of released values and public Z.
+    """
+    n = len(z)
+    zz = z.astype(np.float64)
+    c = 0.0
+    if "edges" in release.measurements:
+        c = float(np.clip(release["edges"].noisy[0] / (n * (n - 1) / 2), 0.0, 1.0))
+    if "bilinear" not in release.measurements:
+        return np.zeros((z.shape[1], z.shape[1])), c
+    m = release["bilinear"].noisy
+    m = (m + m.T) / 2
+    g = zz.T @ zz
+    s = zz.sum(0)
+    target = m - c * (np.outer(s, s) - g)
+    ginv = np.linalg.inv(g + ridge * np.trace(g) / len(g) * np.eye(len(g)))
+    w = ginv @ target @ ginv
+    return (w + w.T) / 2, c
+
+
+def noisy_mirror_descent(release: Release, support: np.ndarray, q0: np.ndarray, *, n_nodes: int,
+                         max_iter: int = 200, step: float = 1.0, prior: float = 1e-3,
+                         verbose: bool = True) -> tuple[np.ndarray, dict]:
+    """Fit edge probabilities q on ``support`` to the noisy motif measurements.
+
+    Loss (Gaussian negative log-likelihood, each residual over its own sigma,
+    plus a Bernoulli-KL prior toward the public/semantic initialisation q0):
+        L(q) = sum_i (deg_i(q) - d~_i)^2 / (2 s_d^2) + sum_i (tri_i(q) - t~_i)^2 / (2 s_t^2)
+               + prior * sum_e KL(Bern(q_e) || Bern(q0_e)),
+    with deg_i(q) = sum_{e ni i} q_e and tri_i(q) = sum_{triangles T ni i} prod_{e in T} q_e
+    (expected counts under independent edges). Mirror map: the Bernoulli negative
+    entropy phi(q) = sum q log q + (1-q) log(1-q), whose gradient is logit(q), so
+    the mirror step is theta <- theta - eta * dL/dq with q = sigmoid(theta)
+    (Beck & Teboulle 2003, eq. 3.1-3.3). Step size: backtracking (halve eta on
+    an increase, grow 1.2x on success). Stops when chi^2 = sum of squared
+    standardised residuals is within 2 standard deviations of its expectation
+    (n + 2 sqrt(2n)), i.e. the fit reached the noise level, or at max_iter.
+    Post-processing only: inputs are the Release and public support.
+    """
+    t0 = time.perf_counter()
+    stats = [k for k in ("degrees", "triangles") if k in release.measurements]
+    if not stats or len(support) == 0:
+        return q0.copy(), {"iterations": 0, "seconds": 0.0, "residual_rms": {}, "chi2": 0.0, "n_measurements": 0}
+    tris = list_triangles(support, n_nodes) if "triangles" in stats else np.zeros((0, 3), dtype=np.int64)
+    tri_nodes = _triangle_nodes(support, tris)
+    sig = {k: max(release[k].sigma, 1e-9) for k in stats}
+    target = {k: release[k].noisy for k in stats}
+    eps_q = 1e-6
+    theta0 = logit(np.clip(q0, eps_q, 1 - eps_q))
+
+    def evaluate(theta):
+        q = expit(theta)
+        res, grad, loss = {}, np.zeros_like(q), 0.0
+        if "degrees" in stats:
+            deg = np.bincount(support[:, 0], q, n_nodes) + np.bincount(support[:, 1], q, n_nodes)
+            r = (deg - target["degrees"]) / sig["degrees"]
+            res["degrees"] = r
+            loss += 0.5 * float(r @ r)
+            g = r / sig["degrees"]
+            grad += g[support[:, 0]] + g[support[:, 1]]
+        if "triangles" in stats:
+            qa, qb, qc = q[tris[:, 0]], q[tris[:, 1]], q[tris[:, 2]]
+            p = qa * qb * qc
+            tri = sum(np.bincount(tri_nodes[:, k], p, n_nodes) for k in range(3))
+            r = (tri - target["triangles"]) / sig["triangles"]
+            res["triangles"] = r
+            loss += 0.5 * float(r @ r)
+            g = r / sig["triangles"]
+            coef = g[tri_nodes[:, 0]] + g[tri_nodes[:, 1]] + g[tri_nodes[:, 2]]
+            m = len(q)
+            grad += (np.bincount(tris[:, 0], coef * qb * qc, m) + np.bincount(tris[:, 1], coef * qa * qc, m)
+                     + np.bincount(tris[:, 2], coef * qa * qb, m))
+        # KL(Bern(q)||Bern(q0)) has d/dq = logit(q) - logit(q0) = theta - theta0
+        q0c = np.clip(q0, eps_q, 1 - eps_q)
+        kl = q * (np.log(np.clip(q, eps_q, 1)) - np.log(q0c)) + (1 - q) * (
+            np.log(np.clip(1 - q, eps_q, 1)) - np.log(1 - q0c))
+        loss += prior * float(kl.sum())
+        grad += prior * (theta - theta0)
+        return loss, grad, res
+
+    n_meas = sum(len(target[k]) for k in stats)
+    goal = n_meas + 2 * math.sqrt(2 * n_meas)
+    theta = theta0.copy()
+    loss, grad, res = evaluate(theta)
+    eta = step
+    it = 0
+    for it in range(1, max_iter + 1):
+        chi2 = sum(float(r @ r) for r in res.values())
+        if chi2 <= goal:
+            break
+        cand = theta - eta * grad
+        c_loss, c_grad, c_res = evaluate(cand)
+        if c_loss <= loss:
+            theta, loss, grad, res = cand, c_loss, c_grad, c_res
+            eta *= 1.2
+        else:
+            eta *= 0.5
+            if eta < 1e-12:
+                break
+        if verbose and (it % 25 == 0 or it == 1):
+            print(f"  nmd iter {it:4d}  loss {loss:.4g}  chi2/n {chi2 / n_meas:.3f}  eta {eta:.3g}", flush=True)
+    chi2 = sum(float(r @ r) for r in res.values())
+    report = {"iterations": it, "seconds": time.perf_counter() - t0, "chi2": chi2, "n_measurements": n_meas,
+              "chi2_goal": goal, "support_pairs": int(len(support)), "support_triangles": int(len(tris)),
+              "residual_rms": {k: float(np.sqrt(np.mean(r ** 2))) for k, r in res.items()}}
+    return expit(theta), report
+
+
+def _triangle_nodes(edges: np.ndarray, tris: np.ndarray) -> np.ndarray:
+    """The three node ids of each triangle given as edge indices."""
+    if len(tris) == 0:
+        return np.zeros((0, 3), dtype=np.int64)
+    e0, e1 = edges[tris[:, 0]], edges[tris[:, 1]]
+    shared = np.where((e0[:, 0] == e1[:, 0]) | (e0[:, 0] == e1[:, 1]), e0[:, 0], e0[:, 1])
+    a = np.where(e0[:, 0] == shared, e0[:, 1], e0[:, 0])
+    b = np.where(e1[:, 0] == shared, e1[:, 1], e1[:, 0])
+    return np.stack([shared, a, b], 1)
+
+
+def synthesize(release: Release, z: np.ndarray, *, support_k: int, nmd_iters: int = 200,
+               prior: float = 1e-3, verbose: bool = True) -> SyntheticGraph:
+    """Post-process a Release into a SyntheticGraph (semantic fit, then NMD)."""
+    w, c = fit_semantic(release, z)
+    has_motif = any(k in release.measurements for k in ("degrees", "triangles"))
+    support = public_support(z, k=support_k) if has_motif else np.zeros((0, 2), dtype=np.int64)
+    report: dict = {}
+    if has_motif:
+        q0 = np.clip(c + np.einsum("ij,jk,ik->i", z[support[:, 0]], w, z[support[:, 1]]), 1e-3, 1 - 1e-3)
+        if release.max_degree is not None:
+            # the clipped graph keeps at most D of each node's edges: start from that scale
+            q0 = np.minimum(q0, release.max_degree / max(support_k, 1))
+        q, report = noisy_mirror_descent(release, support, q0, n_nodes=len(z), max_iter=nmd_iters,
+                                         prior=prior, verbose=verbose)
+    else:
+        q = np.zeros(0)
+    if "bilinear" in release.measurements and release["bilinear"].sigma > 0:
+        report["bilinear_sigma"] = release["bilinear"].sigma
+    return SyntheticGraph(z=z, w=w, c=c, support=support, q=q, report=report)
+
+
+# ---------------------------------------------------------------------------
+# The privacy statement
+# ---------------------------------------------------------------------------
+
+
+def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method: str) -> str:
+    """Plain-language statement of what is protected, printed and saved each run."""
+    lines = []
+    if math.isinf(release.epsilon):
+        lines.append("NOT PRIVATE: epsilon = infinity. The statistics below were released without noise; "
+                     "this run is a non-private reference.")
+    else:
+        lines.append(f"This run satisfies ({release.epsilon:g}, {release.delta:g})-differential privacy "
+                     "at the edge level.")
+    lines += [
+        f"Dataset: {dataset}. Method: {method}. Private graph: '{graph_kind}' over {release.n_nodes} training items.",
+        "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge "
+        "(one pair of items linked or not).",
+        "Protected: the presence or absence of any single edge of the training graph, and the training labels "
+        "from which the graph is built (they are read only to build it).",
+        "Public (not protected): item features (image and text), item identities, the train/query/database "
+        "split, and everything computed from those alone (projections, clip order, candidate pairs).",
+        "Released: the noisy measurements below; the synthetic graph, hashing networks and codes are "
+        "post-processing of them and carry the same guarantee.",
+    ]
+    if release.max_degree is not None:
+        lines.append(f"Degree clipping: D = {release.max_degree}, stable mutual top-D under a public order "
+                     f"({release.clipped_edges_public_order}).")
+    else:
+        lines.append("Degree clipping: none (motif statistics use the worst-case unclipped sensitivity).")
+    noise = "exact discrete Gaussian (integer statistics)" if release.noise == "discrete" else "Gaussian"
+    lines.append(f"Noise: {noise}, from " + ("the operating system's secure random source."
+                                             if release.secure else "a FIXED SEED (--insecure-seed): NOT SECURE."))
+    lines.append("Measurements (sensitivity is the change from one edge; budget share is of mu^2):")
+    for m in release.measurements.values():
+        where = "clipped graph" if m.clipped else "unclipped graph"
+        lines.append(f"  - {m.name:<9} ({where}, {m.noisy.size} values): {m.norm} sensitivity {m.sensitivity:.6g}, "
+                     f"sigma {m.sigma:.6g}, budget share {m.share:.3f}")
+    if not math.isinf(release.epsilon):
+        lines.append(f"Accounting: composition of Gaussian mechanisms as mu-GDP with mu = {release.mu:.6f} "
+                     "(Dong, Roth & Su, arXiv 1905.02383, Cor. 3.3), converted exactly to (epsilon, delta) by "
+                     "Cor. 2.13 (Balle & Wang, arXiv 1805.06530, Thm. 8).")
+    return "\n".join(lines) + "\n"
