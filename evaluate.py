@@ -24,7 +24,8 @@ Sources and the exact results used (formulas are written out where used):
   through Beta quantiles.
 - Empirical epsilon from an audit: the hypothesis-testing characterisation of
   (eps, delta)-DP (Kairouz, Oh & Viswanath, ICML 2015, arXiv 1311.0776,
-  Theorem 2.1) as used for auditing by Jagielski, Ullman & Oprea (NeurIPS 2020,
+  Section 2, "operational interpretation"; after Wasserman & Zhou 2010) as used
+  for auditing by Jagielski, Ullman & Oprea (NeurIPS 2020,
   arXiv 2006.07709) and Nasr et al. (IEEE S&P 2021, arXiv 2101.04535).
 
 Conventions a caller must know (each is repeated where it applies):
@@ -124,15 +125,18 @@ def _pack_words(bits01):
 
 
 def _distance_dtype(bits):
-    return np.uint8 if bits < 256 else np.uint16
+    return np.uint8 if bits < 256 else np.uint16 if bits < 65536 else np.uint32
 
 
 def _hamming_block(qw, dw, bits):
     """Hamming distances between packed rows qw (b, w) and dw (n, w)."""
-    out = np.zeros((qw.shape[0], dw.shape[0]), dtype=_distance_dtype(bits))
+    out = np.empty((qw.shape[0], dw.shape[0]), dtype=_distance_dtype(bits))
     for j in range(qw.shape[1]):
         x = np.bitwise_xor(qw[:, j, None], dw[None, :, j])
-        out += np.bitwise_count(x)
+        if j == 0:
+            np.bitwise_count(x, out=out, casting="unsafe")
+        else:
+            out += np.bitwise_count(x)
     return out
 
 
@@ -178,7 +182,7 @@ def _check_k(k, n_db, name="k"):
 # ---------------------------------------------------------------------------
 
 def hamming_distances(query_codes, db_codes):
-    """Hamming distances, shape (n_query, n_db): uint8 when bits < 256, else uint16.
+    """Hamming distances, shape (n_query, n_db): uint8 when bits < 256, else uint16 (uint32 past 65535).
 
     Rows are packed into machine words (np.packbits) and compared with XOR and
     popcount (np.bitwise_count), one block of queries at a time so temporaries
@@ -223,7 +227,8 @@ def _per_query(query_codes, db_codes, query_labels, db_labels, *,
         out = {}
         if buckets:
             # One bincount per row over key = distance + nbins * relevant.
-            key = dist.astype(np.uint16) + np.uint16(nbins) * rel
+            key_type = np.uint16 if 2 * nbins <= 1 << 16 else np.uint32
+            key = dist.astype(key_type) + key_type(nbins) * rel
             counts = np.stack([np.bincount(row, minlength=2 * nbins) for row in key])
             out["r_b"] = counts[:, nbins:]
             out["n_b"] = counts[:, :nbins] + counts[:, nbins:]
@@ -656,8 +661,9 @@ def empirical_epsilon_lower_bound(fp, fn, n_neg, n_pos, *, delta, alpha=0.05):
     attack wrongly says "present" fp times; n_pos trials with the canary, of
     which it wrongly says "absent" fn times.
 
-    Kairouz, Oh & Viswanath (arXiv 1311.0776, Theorem 2.1): a mechanism is
-    (eps, delta)-DP iff every test between neighbours has
+    Kairouz, Oh & Viswanath (arXiv 1311.0776, Section 2, the operational
+    interpretation of DP): a mechanism is (eps, delta)-DP iff every test
+    between neighbours has
         FPR + e^eps * FNR >= 1 - delta   and   e^eps * FPR + FNR >= 1 - delta.
     So eps >= log((1 - delta - FPR) / FNR) and eps >= log((1 - delta - FNR) / FPR).
     Both are decreasing in FPR and FNR, so plugging in one-sided Clopper-Pearson
@@ -762,7 +768,10 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
     if all_x.size == 0:
         raise ValueError("no finite points to plot")
 
-    font = ImageFont.load_default()
+    try:
+        font = ImageFont.load_default(size=13)
+    except (TypeError, ImportError):  # old pillow or no FreeType: the bitmap font
+        font = ImageFont.load_default()
     width, height = size
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
@@ -774,7 +783,11 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
     else:
         xticks = _nice_ticks(all_x.min(), all_x.max())
         fx = float
-    yticks = _nice_ticks(*(ylim if ylim else (all_y.min(), all_y.max())))
+    if ylim:
+        yticks = _nice_ticks(*ylim)
+    else:
+        pad = 0.04 * (all_y.max() - all_y.min())  # keep markers off the frame
+        yticks = _nice_ticks(all_y.min() - pad, all_y.max() + pad)
     x0, x1 = fx(xticks[0]), fx(xticks[-1])
     y0, y1 = (ylim if ylim else (yticks[0], yticks[-1]))
 
@@ -819,12 +832,17 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
                 cx, cy = px(xi), py(yi)
                 draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
 
-    # Legend, top-right inside the axes.
+    # Legend inside the axes, in the corner that covers the fewest points.
     names = list(clean)
     line_h = max(_text_size(draw, n, font)[1] for n in names) + 6
     box_w = max(_text_size(draw, n, font)[0] for n in names) + 40
-    lx, ly = right - box_w - 8, top + 8
-    draw.rectangle([lx, ly, lx + box_w, ly + line_h * len(names) + 6], fill="white", outline=_INK)
+    box_h = line_h * len(names) + 6
+    points = [(px(xi), py(yi)) for x, y, ok in clean.values() for xi, yi in zip(x[ok], y[ok])]
+    corners = [(right - box_w - 8, top + 8), (left + 8, top + 8),
+               (right - box_w - 8, bottom - box_h - 8), (left + 8, bottom - box_h - 8)]
+    lx, ly = min(corners, key=lambda c: sum(c[0] - 6 <= a <= c[0] + box_w + 6 and
+                                            c[1] - 6 <= b <= c[1] + box_h + 6 for a, b in points))
+    draw.rectangle([lx, ly, lx + box_w, ly + box_h], fill="white", outline=_INK)
     for idx, name in enumerate(names):
         colour = PALETTE[idx % len(PALETTE)]
         yy = ly + 6 + idx * line_h + line_h / 2 - 3
