@@ -92,8 +92,6 @@ def validate_config(cfg: Config) -> None:
         raise ValueError(f"bits={cfg.bits} must be a positive multiple of 8 (codes are packed into bytes)")
     if cfg.noise not in ("gaussian", "discrete"):
         raise ValueError(f"noise={cfg.noise!r}: choose gaussian or discrete")
-    if cfg.noise == "discrete":
-        raise ValueError("--noise discrete is not available yet in this version; use --noise gaussian")
     for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear"):
         if getattr(cfg, k) < 0:
             raise ValueError(f"{k}={getattr(cfg, k)} must be >= 0")
@@ -178,7 +176,7 @@ def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource):
     shares = {"degrees": cfg.share_degrees, "triangles": cfg.share_triangles,
               "edges": cfg.share_edges, "bilinear": cfg.share_bilinear}
     release = privacy.measure(graph, z, epsilon=cfg.epsilon, delta=cfg.delta, max_degree=cfg.max_degree,
-                              shares=shares, source=source, clip=cfg.method != "naive")
+                              shares=shares, source=source, clip=cfg.method != "naive", noise=cfg.noise)
     synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior)
     return release, synth
 

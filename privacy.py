@@ -42,15 +42,18 @@ semantic layer + sparse motif layer) and how it becomes targets.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import random
 import secrets
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
-from scipy import sparse
+from scipy import optimize, sparse, special
 from scipy.optimize import brentq
 from scipy.special import expit, logit, ndtr
 
@@ -405,14 +408,28 @@ class Release:
 
 
 def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: int | None,
-            shares: dict[str, float], source: NoiseSource, clip: bool = True) -> Release:
+            shares: dict[str, float], source: NoiseSource, clip: bool = True,
+            noise: str = "gaussian") -> Release:
     """Release the statistics of ``graph`` with calibrated Gaussian noise.
+
+    ``noise="gaussian"``: continuous Gaussian noise on every statistic, composed
+    as mu-GDP (module docstring). ``noise="discrete"``: the integer statistics
+    (degrees, triangles, edges) get exact discrete Gaussian noise
+    (``sample_discrete_gaussian``, CKS 2020 Algorithm 3), the real-valued
+    bilinear moments stay continuous; each is rho_i = Delta_i^2/(2 sigma_i^2)-zCDP
+    (CKS 2020 Theorem 14 for the discrete ones, Bun & Steinke 2016 Prop. 1.6 for
+    the continuous one), zCDP composes additively (Bun & Steinke Lemma 2.3), and
+    the total rho is converted with ``zcdp_to_epsilon`` (CKS 2020 Cor. 13).
+    Calibration finds the largest rho with zcdp_to_epsilon(rho, delta) <= epsilon
+    by root finding, and gives statistic i the share w_i of rho.
 
     ``clip=False`` is the naive-synthesis baseline: motif statistics of the
     unclipped graph with the true worst-case sensitivity (naive_triangle_sensitivity).
     ``epsilon = inf`` releases exact values: a NOT PRIVATE reference, marked as such.
     No un-noised value leaves this function.
     """
+    if noise not in ("gaussian", "discrete"):
+        raise ValueError(f"noise={noise!r}: choose 'gaussian' or 'discrete'")
     names = [k for k in STATISTICS if shares.get(k, 0) > 0]
     unknown = set(shares) - set(STATISTICS)
     if unknown:
@@ -441,9 +458,13 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     w = w / w.sum()
     if nonprivate:
         sigmas, mu = np.zeros(len(names)), math.inf
-    else:
+    elif noise == "gaussian":
         sigmas = calibrate_sigmas(epsilon=epsilon, delta=delta, sensitivities=[sens[k] for k in names], shares=w)
         mu = compose_mu(sensitivities=[sens[k] for k in names], sigmas=sigmas)
+    else:
+        rho = calibrate_rho(epsilon=epsilon, delta=delta)
+        sigmas = np.array([sens[k] / math.sqrt(2 * wk * rho) for k, wk in zip(names, w)])
+        mu = math.sqrt(2 * rho)  # reported as sqrt(2 rho); the guarantee is rho-zCDP
 
     values: dict[str, np.ndarray] = {}
     if "degrees" in names or "triangles" in names:
@@ -463,13 +484,38 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     out = {}
     for k, sigma, share in zip(names, sigmas, w):
         exact = values.pop(k)
-        noisy = exact + sigma * source.normal(exact.shape)
+        if noise == "discrete" and k != "bilinear" and sigma > 0:
+            noisy = exact + sample_discrete_gaussian(exact.shape, sigma=float(sigma), rng=source)
+        else:
+            noisy = exact + sigma * source.normal(exact.shape)
         del exact
         out[k] = Measurement(name=k, noisy=noisy, sensitivity=sens[k], sigma=float(sigma), share=float(share),
                              norm="Frobenius" if k == "bilinear" else "L2",
                              clipped=clip and k in ("degrees", "triangles"))
     return Release(measurements=out, epsilon=epsilon, delta=delta, mu=mu,
-                   max_degree=max_degree if clip else None, n_nodes=n, noise="gaussian", secure=source.secure)
+                   max_degree=max_degree if clip else None, n_nodes=n, noise=noise, secure=source.secure)
+
+
+def calibrate_rho(*, epsilon: float, delta: float) -> float:
+    """Largest rho with zcdp_to_epsilon(rho, delta) <= epsilon (bisection; monotone in rho)."""
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"epsilon={epsilon} must be a positive finite number")
+    if not 0 < delta < 1:
+        raise ValueError(f"delta={delta} must be in (0, 1)")
+    lo, hi = 0.0, 1.0
+    while zcdp_to_epsilon(hi, delta=delta) < epsilon:
+        hi *= 2
+        if hi > 1e6:
+            raise ValueError(f"epsilon={epsilon} is too large to calibrate")
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if zcdp_to_epsilon(mid, delta=delta) <= epsilon:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-12 * hi:
+            break
+    return lo
 
 
 def _all_edges(graph, block: int = 2048) -> np.ndarray:
@@ -750,8 +796,715 @@ def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method
         where = "clipped graph" if m.clipped else "unclipped graph"
         lines.append(f"  - {m.name:<9} ({where}, {m.noisy.size} values): {m.norm} sensitivity {m.sensitivity:.6g}, "
                      f"sigma {m.sigma:.6g}, budget share {m.share:.3f}")
-    if not math.isinf(release.epsilon):
+    if not math.isinf(release.epsilon) and release.noise == "discrete":
+        lines.append(f"Accounting: each measurement is Delta^2/(2 sigma^2)-zCDP (Canonne, Kamath & Steinke, "
+                     f"arXiv 2004.00010, Thm. 14; Bun & Steinke, arXiv 1605.02065, Prop. 1.6); the sum "
+                     f"rho = {release.mu ** 2 / 2:.6f} is converted to (epsilon, delta) by CKS Cor. 13.")
+    elif not math.isinf(release.epsilon):
         lines.append(f"Accounting: composition of Gaussian mechanisms as mu-GDP with mu = {release.mu:.6f} "
                      "(Dong, Roth & Su, arXiv 1905.02383, Cor. 3.3), converted exactly to (epsilon, delta) by "
                      "Cor. 2.13 (Balle & Wang, arXiv 1805.06530, Thm. 8).")
     return "\n".join(lines) + "\n"
+
+
+# ===========================================================================
+# Exact discrete Gaussian (integer statistics) and zCDP accounting
+#   Canonne, Kamath, Steinke, arXiv 2004.00010: Algorithms 1-3, Theorems 4 and
+#   14, Proposition 12 / Corollary 13. Bun & Steinke, arXiv 1605.02065.
+# Poisson-subsampled Gaussian RDP accountant (DP-SGD baseline)
+#   Mironov, Talwar, Zhang, arXiv 1908.10530, Section 3.3; Mironov, arXiv
+#   1702.07476, Prop. 3; Balle et al., arXiv 1905.09982, Theorem 21.
+# Exactness: the sampler uses only integer arithmetic and randbelow(n); the
+# accounting searches return values on the conservative side of the target.
+# ===========================================================================
+
+class InsecureRandomnessWarning(UserWarning):
+    """Noise was drawn from a non-cryptographic (e.g. seeded) generator."""
+
+
+# ---------------------------------------------------------------------------
+# Part A: exact discrete Gaussian sampler ([CKS20] Section 5)
+# ---------------------------------------------------------------------------
+
+
+def _uniform_source(rng):
+    """Return a callable ``rb(n)`` that is uniform on {0, ..., n-1}.
+
+    Accepted: ``None`` (the operating system's CSPRNG via ``secrets``), any
+    object with a callable ``randbelow`` (the ``secrets`` module itself, a
+    custom exact source), or a ``random.Random`` instance (``randrange(n)`` is
+    exactly uniform on {0, ..., n-1}; ``random.SystemRandom`` is a CSPRNG). A
+    non-cryptographic ``random.Random`` (seeded Mersenne Twister) is accepted
+    for reproducible tests only and triggers ``InsecureRandomnessWarning``.
+    """
+    if rng is None:
+        return secrets.randbelow
+    rb = getattr(rng, "randbelow", None)
+    if callable(rb):
+        return rb
+    if isinstance(rng, random.Random):
+        if not isinstance(rng, random.SystemRandom):
+            warnings.warn(
+                "discrete Gaussian noise drawn from a non-cryptographic "
+                f"generator ({type(rng).__name__}); the noise is reproducible "
+                "and the release is NOT private. Use rng=None for real runs.",
+                InsecureRandomnessWarning,
+                stacklevel=3,
+            )
+        return rng.randrange
+    raise TypeError(
+        "rng must be None, an object with randbelow(n), or a random.Random "
+        f"instance; got {type(rng).__name__} (a numpy Generator is not exact "
+        "over unbounded integers and is refused)"
+    )
+
+
+def _exact_sigma2(sigma):
+    """sigma**2 as an exact Fraction; refuses anything non-finite or <= 0."""
+    if isinstance(sigma, bool) or not isinstance(sigma, (numbers.Rational, float, np.floating)):
+        raise TypeError(f"sigma must be an int, float or Fraction; got {type(sigma).__name__}")
+    if isinstance(sigma, (float, np.floating)) and not math.isfinite(float(sigma)):
+        raise ValueError(f"sigma must be finite; got sigma={sigma!r}")
+    s = Fraction(sigma) if not isinstance(sigma, np.floating) else Fraction(float(sigma))
+    if s <= 0:
+        raise ValueError(f"sigma must be > 0; got sigma={sigma!r}")
+    return s * s
+
+
+def _bernoulli_exp_unit(rb, n, d):
+    """Exact Bernoulli(exp(-n/d)) for 0 <= n <= d ([CKS20] Algorithm 1, gamma in [0, 1]).
+
+    K <- 1; repeat: draw A ~ Bernoulli(gamma / K) (as randbelow(d K) < n); stop
+    at the first A = 0, otherwise K <- K + 1. Return 1 iff K is odd. Since
+    P[K > k] = gamma^k / k!, P[K odd] = sum_k (-gamma)^k / k! = exp(-gamma).
+    """
+    k = 1
+    while rb(d * k) < n:
+        k += 1
+    return k & 1
+
+
+def _bernoulli_exp(rb, n, d):
+    """Exact Bernoulli(exp(-n/d)) for n >= 0, d >= 1 ([CKS20] Algorithm 1).
+
+    For gamma = n/d > 1: floor(gamma) independent Bernoulli(exp(-1)) trials
+    must all succeed, then one Bernoulli(exp(-(gamma - floor(gamma)))); the
+    product of the success probabilities is exp(-gamma). (An integer gamma is
+    written as (gamma - 1) unit trials plus one trial with exponent 1.)
+    """
+    while n > d:
+        if not _bernoulli_exp_unit(rb, 1, 1):
+            return 0
+        n -= d
+    return _bernoulli_exp_unit(rb, n, d)
+
+
+def bernoulli_exp(*, gamma, rng=None):
+    """One exact draw of Bernoulli(exp(-gamma)), gamma >= 0 rational ([CKS20] Algorithm 1).
+
+    Public for testing. ``gamma`` is converted exactly with ``Fraction``.
+    """
+    if isinstance(gamma, bool):
+        raise TypeError("gamma must be a number, not bool")
+    if isinstance(gamma, float) and not math.isfinite(gamma):
+        raise ValueError(f"gamma must be finite; got gamma={gamma!r}")
+    g = Fraction(gamma)
+    if g < 0:
+        raise ValueError(f"gamma must be >= 0; got gamma={gamma!r}")
+    return _bernoulli_exp(_uniform_source(rng), g.numerator, g.denominator)
+
+
+def _discrete_laplace(rb, t):
+    """Exact discrete Laplace with scale t (integer >= 1) ([CKS20] Algorithm 2, s = 1).
+
+    Target P[Y = y] = (1 - e^{-1/t}) / (1 + e^{-1/t}) * exp(-|y| / t).
+    Loop: U uniform on {0..t-1}, accept with probability exp(-U/t); V counts
+    successes of Bernoulli(exp(-1)) before the first failure (so
+    P[V = v] = (1 - e^{-1}) e^{-v}); X = U + t V has P[X = x] ∝ exp(-x/t) on
+    x >= 0. B ~ Bernoulli(1/2) is the sign; (B = 1, X = 0) is rejected so that
+    0 is not counted twice. Return (1 - 2B) X.
+    """
+    while True:
+        u = rb(t)
+        if not _bernoulli_exp_unit(rb, u, t):
+            continue
+        v = 0
+        while _bernoulli_exp_unit(rb, 1, 1):
+            v += 1
+        x = u + t * v
+        if rb(2):
+            if x == 0:
+                continue
+            return -x
+        return x
+
+
+def sample_discrete_laplace(size, *, scale, rng=None):
+    """Exact discrete Laplace samples, P[Y=y] ∝ exp(-|y|/scale), integer scale >= 1.
+
+    [CKS20] arXiv:2004.00010, Algorithm 2 (with s = 1, t = scale). Returns int64.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Integral) or scale < 1:
+        raise ValueError(f"scale must be an integer >= 1; got scale={scale!r}")
+    rb = _uniform_source(rng)
+    shape, count = _shape_and_count(size)
+    out = [_discrete_laplace(rb, int(scale)) for _ in range(count)]
+    return np.array(out, dtype=np.int64).reshape(shape)
+
+
+def _shape_and_count(size):
+    if isinstance(size, bool):
+        raise TypeError("size must be an int or a tuple of ints, not bool")
+    if isinstance(size, numbers.Integral):
+        shape = (int(size),)
+    else:
+        shape = tuple(int(s) for s in size)
+    if any(s < 0 for s in shape):
+        raise ValueError(f"size must be non-negative; got size={size!r}")
+    return shape, math.prod(shape)
+
+
+def sample_discrete_gaussian(size, *, sigma, rng=None):
+    """Exact samples of the discrete Gaussian N_Z(0, sigma^2), as int64.
+
+    P[X = x] = exp(-x^2 / (2 sigma^2)) / sum_{y in Z} exp(-y^2 / (2 sigma^2)),  x in Z.
+
+    [CKS20] arXiv:2004.00010, Algorithm 3 (Section 5): with t = floor(sigma) + 1,
+    repeat
+        Y ~ Lap_Z(t)                            (Algorithm 2, exact)
+        C ~ Bernoulli(exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2)))   (Algorithm 1, exact)
+    until C = 1, and return Y. Acceptance multiplies exp(-|y|/t) by
+    exp(-(|y| - sigma^2/t)^2 / (2 sigma^2)) = exp(-y^2/(2 sigma^2)) * const, so the
+    output law is exactly N_Z(0, sigma^2) for any integer t >= 1; t = floor(sigma)+1
+    is the paper's choice (expected O(1) loop iterations).
+
+    Exactness: sigma^2 is the exact rational ``Fraction(sigma)**2`` (a float sigma
+    is taken at its exact binary value), gamma = (|Y| q t - p)^2 / (2 p q t^2) for
+    sigma^2 = p/q is an exact ratio of integers, and every Bernoulli(n/d) is
+    ``randbelow(d) < n``. floor(sigma) = isqrt(floor(sigma^2)) exactly.
+
+    Args:
+        size: int or tuple of ints, the output shape.
+        sigma: scale (> 0, finite); int, float or Fraction.
+        rng: None (default; the OS CSPRNG through ``secrets``), an object with
+            ``randbelow(n)``, or a ``random.Random`` (a seeded, non-cryptographic
+            one warns: reproducible noise is not private).
+
+    Add the result to an integer-valued statistic; account for it with
+    ``discrete_gaussian_rho``.
+    """
+    sigma2 = _exact_sigma2(sigma)
+    rb = _uniform_source(rng)
+    shape, count = _shape_and_count(size)
+    p, q = sigma2.numerator, sigma2.denominator
+    t = math.isqrt(p // q) + 1
+    qt = q * t
+    den = 2 * p * q * t * t
+    out = []
+    append = out.append
+    for _ in range(count):
+        while True:
+            y = _discrete_laplace(rb, t)
+            a = qt * (y if y >= 0 else -y) - p
+            if _bernoulli_exp(rb, a * a, den):
+                append(y)
+                break
+    # np.array raises OverflowError for an out-of-range value rather than wrapping.
+    return np.array(out, dtype=np.int64).reshape(shape)
+
+
+def discrete_gaussian_pmf(k, *, sigma):
+    """Float pmf of N_Z(0, sigma^2) at integers ``k`` (for tests and reports only)."""
+    s = float(sigma)
+    if not (math.isfinite(s) and s > 0):
+        raise ValueError(f"sigma must be finite and > 0; got sigma={sigma!r}")
+    half = int(math.ceil(40 * s)) + 10
+    grid = np.arange(-half, half + 1)
+    log_norm = special.logsumexp(-(grid.astype(float) ** 2) / (2 * s * s))
+    k = np.asarray(k, dtype=float)
+    return np.exp(-(k**2) / (2 * s * s) - log_norm)
+
+
+def discrete_gaussian_variance(*, sigma):
+    """Exact variance of N_Z(0, sigma^2) by summing the pmf (below sigma^2 for small sigma).
+
+    Var = sum_k k^2 exp(-k^2/(2 sigma^2)) / sum_k exp(-k^2/(2 sigma^2)); the
+    truncation at |k| <= 40 sigma + 10 leaves a tail below exp(-800).
+    """
+    s = float(sigma)
+    half = int(math.ceil(40 * s)) + 10
+    k = np.arange(-half, half + 1)
+    pmf = discrete_gaussian_pmf(k, sigma=s)
+    return float(np.sum(pmf * k.astype(float) ** 2) / np.sum(pmf))
+
+
+# ---------------------------------------------------------------------------
+# Part A: zCDP accounting
+# ---------------------------------------------------------------------------
+
+
+def _positive_finite(name, value):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, not bool")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0; got {name}={value!r}")
+    return v
+
+
+def _nonnegative_finite(name, value):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, not bool")
+    v = float(value)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be finite and >= 0; got {name}={value!r}")
+    return v
+
+
+def _probability(name, value):
+    v = float(value)
+    if not (0.0 < v < 1.0):
+        raise ValueError(f"{name} must be in (0, 1); got {name}={value!r}")
+    return v
+
+
+def gaussian_rho(*, sigma, sensitivity):
+    """zCDP rho of the continuous Gaussian mechanism.
+
+    [BS16] arXiv:1605.02065, Proposition 1.6: adding N(0, sigma^2 I) to a query
+    with L2 sensitivity Delta is rho-zCDP with
+
+        rho = Delta^2 / (2 sigma^2).
+
+    zCDP composes additively ([BS16] Lemma 2.3 / Proposition 1.4): the total is
+    sum_i rho_i.
+    """
+    sigma = _positive_finite("sigma", sigma)
+    sensitivity = _nonnegative_finite("sensitivity", sensitivity)
+    return sensitivity**2 / (2.0 * sigma**2)
+
+
+def discrete_gaussian_rho(*, sigma, l2_sensitivity, l1_sensitivity, dim):
+    """zCDP rho of adding i.i.d. N_Z(0, sigma^2) noise to an integer vector statistic.
+
+    [CKS20] arXiv:2004.00010, Theorem 14 (multivariate; Theorem 4 for d = 1): if
+    q: X^n -> Z^d satisfies sum_j (q_j(x) - q_j(x'))^2 / sigma_j^2 <= eps^2 for
+    all neighbours, then M(x) = q(x) + Y, Y_j ~ N_Z(0, sigma_j^2) independent, is
+    (1/2) eps^2-concentrated DP. The proof: for integer shifts mu,
+    D_alpha(N_Z(0, s^2) || N_Z(mu, s^2)) <= alpha mu^2 / (2 s^2), exactly the
+    continuous value, and Renyi divergences add over independent coordinates.
+    With one sigma:
+
+        rho = min(Delta_2, Delta_1)^2 / (2 sigma^2).
+
+    The statistic must be integer-valued: the divergence bound holds for
+    integer shifts only (a non-integer shift can exceed it).
+
+    Delta_1 enters only because ||v||_2 <= ||v||_1, so min(Delta_2, Delta_1) is
+    also an L2 bound; for a consistent pair Delta_2 <= Delta_1 and rho is
+    Delta_2^2 / (2 sigma^2).
+
+    On the tau term: the bound
+        eps = min( sqrt(Delta_2^2/(n sigma^2) + 2 tau d), ... ),
+        tau = 10 sum_{k=1}^{n-1} exp(-2 pi^2 sigma^2 k/(k+1)),
+    is for the SUM OF n independent discrete Gaussians (distributed noise) and
+    comes from Kairouz, Liu, Steinke, "The Distributed Discrete Gaussian
+    Mechanism", arXiv:2102.06387 (Proposition 14 / Theorem 15 there), not from
+    [CKS20]. With one noise draw per coordinate (n = 1) the sum is empty,
+    tau = 0, and it reduces to the formula above. The distributed case is not
+    implemented here (its exact statement was not verified); do not use this
+    function for noise that is a sum of several discrete Gaussians.
+
+    Args (keyword-only): sigma > 0 (the same for every coordinate);
+    l2_sensitivity, l1_sensitivity >= 0, upper bounds over all neighbouring
+    pairs; dim >= 1, the number of noised integer coordinates. With one draw
+    per coordinate dim does not change rho (it would enter through tau d in
+    the distributed bound); it is validated and kept for the privacy statement.
+    """
+    sigma = _positive_finite("sigma", sigma)
+    d2 = _nonnegative_finite("l2_sensitivity", l2_sensitivity)
+    d1 = _nonnegative_finite("l1_sensitivity", l1_sensitivity)
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
+        raise ValueError(f"dim must be an integer >= 1; got dim={dim!r}")
+    delta = min(d2, d1)
+    return delta**2 / (2.0 * sigma**2)
+
+
+def _log_delta_at(rho, epsilon, alpha):
+    """log of (exp((a-1)(a rho - eps)) / (a-1)) (1 - 1/a)^a at one order a > 1."""
+    return (alpha - 1.0) * (alpha * rho - epsilon) + alpha * math.log1p(-1.0 / alpha) - math.log(alpha - 1.0)
+
+
+def zcdp_to_delta(rho, *, epsilon):
+    """Smallest delta certified for (epsilon, delta)-DP by rho-zCDP ([CKS20] conversion).
+
+    [CKS20] arXiv:2004.00010, Corollary 13 (zCDP form of Proposition 12; the
+    arXiv v3 cdp2adp reference code cites page 13): rho-zCDP implies
+    (epsilon, delta)-DP for
+
+        delta = inf_{alpha > 1} exp((alpha - 1)(alpha rho - epsilon)) / (alpha - 1)
+                                 * (1 - 1/alpha)^alpha.
+
+    In log space f(alpha) = (a-1)(a rho - eps) + a log(1 - 1/a) - log(a - 1) has
+    f'(alpha) = (2a - 1) rho - eps + log(1 - 1/a), strictly increasing from
+    -inf (a -> 1) to +inf, so the infimum is at the unique root, found with
+    brentq. Every alpha gives a valid bound, so numerical error in the root
+    only makes delta larger, never invalid. Returns min(delta, 1).
+    """
+    rho = _nonnegative_finite("rho", rho)
+    epsilon = _nonnegative_finite("epsilon", epsilon)
+    if rho == 0.0:
+        return 0.0
+
+    def dfdalpha(a):
+        return (2.0 * a - 1.0) * rho - epsilon + math.log1p(-1.0 / a)
+
+    lo = 1.0 + 1e-12
+    if dfdalpha(lo) >= 0:
+        alpha = lo
+    else:
+        hi = max(2.0, (epsilon + 1.0) / (2.0 * rho) + 2.0)
+        while dfdalpha(hi) <= 0:
+            hi *= 2.0
+        alpha = optimize.brentq(dfdalpha, lo, hi, xtol=1e-14, rtol=1e-15, maxiter=500)
+    log_delta = _log_delta_at(rho, epsilon, alpha)
+    return min(1.0, math.exp(log_delta)) if log_delta < 0 else 1.0
+
+
+def zcdp_to_epsilon(rho, *, delta):
+    """Smallest epsilon with (epsilon, delta)-DP certified by rho-zCDP ([CKS20] conversion).
+
+    Inverts ``zcdp_to_delta`` (arXiv:2004.00010, Corollary 13):
+
+        epsilon(rho, delta) = min{ eps >= 0 :
+            inf_{a > 1} exp((a-1)(a rho - eps)) / (a-1) * (1 - 1/a)^a <= delta }.
+
+    Never larger than the classic [BS16] arXiv:1605.02065 Proposition 1.3 value
+    rho + 2 sqrt(rho log(1/delta)), which brackets the search. The returned
+    epsilon is checked to satisfy zcdp_to_delta(rho, epsilon) <= delta (the
+    search steps up until it does), so it is conservative.
+    """
+    rho = _nonnegative_finite("rho", rho)
+    delta = _probability("delta", delta)
+    if rho == 0.0:
+        return 0.0
+    if zcdp_to_delta(rho, epsilon=0.0) <= delta:
+        return 0.0
+    hi = rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+    log_target = math.log(delta)
+
+    def gap(eps):
+        return math.log(max(zcdp_to_delta(rho, epsilon=eps), 1e-300)) - log_target
+
+    if gap(hi) > 0:  # cannot happen mathematically; refuse rather than return a wrong value
+        raise RuntimeError(f"CKS conversion exceeded the BS16 bound at rho={rho!r}, delta={delta!r}")
+    eps = optimize.brentq(gap, 0.0, hi, xtol=1e-13, rtol=1e-14, maxiter=500)
+    step = max(abs(eps), 1e-12) * 1e-13
+    while zcdp_to_delta(rho, epsilon=eps) > delta:
+        eps += step
+        step *= 2.0
+    return eps
+
+
+def zcdp_to_epsilon_bs16(rho, *, delta):
+    """Classic conversion, [BS16] arXiv:1605.02065 Proposition 1.3:
+
+        rho-zCDP => (rho + 2 sqrt(rho log(1/delta)), delta)-DP.
+
+    Looser than ``zcdp_to_epsilon``; kept for comparison and reports.
+    """
+    rho = _nonnegative_finite("rho", rho)
+    delta = _probability("delta", delta)
+    return rho + 2.0 * math.sqrt(rho * math.log(1.0 / delta))
+
+
+# ---------------------------------------------------------------------------
+# Part B: RDP of the Poisson-subsampled Gaussian (DP-SGD baseline)
+# ---------------------------------------------------------------------------
+
+DEFAULT_ORDERS = tuple([1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5] + [float(a) for a in range(5, 64)] + [128.0, 256.0, 512.0])
+
+
+def _log_a_integer(q, sigma, alpha):
+    """log A_alpha for integer alpha >= 2, 0 < q < 1 ([MTZ19] Section 3.3, Case I).
+
+    A_alpha = sum_{k=0}^{alpha} C(alpha, k) (1 - q)^(alpha - k) q^k exp((k^2 - k) / (2 sigma^2)),
+    summed in log space (logsumexp) with exact integer binomials.
+    """
+    k = np.arange(alpha + 1, dtype=float)
+    log_binom = np.array([math.log(math.comb(alpha, int(j))) for j in range(alpha + 1)])
+    terms = log_binom + k * math.log(q) + (alpha - k) * math.log1p(-q) + (k * k - k) / (2.0 * sigma * sigma)
+    return float(special.logsumexp(terms))
+
+
+def _log_erfc(x):
+    """log(erfc(x)), accurate in both tails: erfc(x) = 2 Phi(-sqrt(2) x)."""
+    return math.log(2.0) + special.log_ndtr(-x * math.sqrt(2.0))
+
+
+def _log_a_fractional(q, sigma, alpha, max_terms=10_000_000):
+    """log A_alpha for fractional alpha > 1, 0 < q < 1 ([MTZ19] Section 3.3, Case II).
+
+    With z0 = sigma^2 log(1/q - 1) + 1/2 (where (1-q) = q exp((2z-1)/(2 sigma^2))),
+    A_alpha = A_1 + A_2,
+      A_1 = sum_{i>=0} C(alpha, i) q^i (1-q)^(alpha-i) exp((i^2 - i)/(2 sigma^2))
+                       * (1/2) erfc((i - z0) / (sqrt(2) sigma)),
+      A_2 = sum_{i>=0} C(alpha, i) q^(alpha-i) (1-q)^i exp(((alpha-i)^2 - (alpha-i))/(2 sigma^2))
+                       * (1/2) erfc((z0 - (alpha - i)) / (sqrt(2) sigma)),
+    where C(alpha, i) = alpha (alpha-1) ... (alpha-i+1) / i! is the generalised
+    binomial (its sign alternates once i > alpha). Derivation: split
+    E_{z~N(0,s^2)}[((1-q) + q exp((2z-1)/(2s^2)))^alpha] at z0 and expand each
+    side in its convergent binomial series.
+
+    Terms are evaluated in blocks with numpy as (sign, log|term|); positive and
+    negative parts are summed separately with logsumexp. For large i the terms
+    decay only polynomially (like |C(alpha, i)| / i ~ i^(-alpha-2)), so the sum
+    stops once a whole block (past i > alpha) lies below e^-40 of the largest
+    term, and a conservative tail allowance (largest term of the last block
+    times the index reached) is added to the positive part.
+    """
+    z0 = sigma * sigma * math.log(1.0 / q - 1.0) + 0.5
+    log_q, log_1mq = math.log(q), math.log1p(-q)
+    inv2s2 = 1.0 / (2.0 * sigma * sigma)
+    root2s = math.sqrt(2.0) * sigma
+    log_half = math.log(0.5)
+
+    pos, neg = [], []
+    log_abs_c, sign = 0.0, 1.0  # C(alpha, 0) = 1, carried across blocks
+    start, block = 0, 1024
+    peak = -math.inf
+    while True:
+        i = np.arange(start, start + block, dtype=float)
+        factor = (alpha - i) / (i + 1.0)  # C(alpha, i+1) = C(alpha, i) * factor_i
+        # log|C(alpha, i)| and sign for this block, from the running values.
+        steps_log = np.concatenate(([0.0], np.cumsum(np.log(np.abs(factor[:-1])))))
+        steps_sign = np.concatenate(([1.0], np.cumprod(np.sign(factor[:-1]))))
+        log_c = log_abs_c + steps_log
+        sgn = sign * steps_sign
+        j = alpha - i
+        log_erfc1 = _log_erfc((i - z0) / root2s)
+        log_erfc2 = _log_erfc((z0 - j) / root2s)
+        t1 = log_c + i * log_q + j * log_1mq + (i * i - i) * inv2s2 + log_half + log_erfc1
+        t2 = log_c + j * log_q + i * log_1mq + (j * j - j) * inv2s2 + log_half + log_erfc2
+        for t in (t1, t2):
+            pos.append(special.logsumexp(np.where(sgn > 0, t, -np.inf)))
+            neg.append(special.logsumexp(np.where(sgn < 0, t, -np.inf)))
+        block_max = float(max(t1.max(), t2.max()))
+        peak = max(peak, block_max)
+        # advance the running binomial to the first index of the next block
+        log_abs_c = float(log_c[-1] + math.log(abs(factor[-1])))
+        sign = float(sgn[-1] * np.sign(factor[-1]))
+        start += block
+        if start > alpha + 1 and block_max < peak - 40.0:
+            pos.append(block_max + math.log(start))  # conservative tail allowance
+            break
+        if start > max_terms:
+            raise RuntimeError(f"fractional-order series did not converge (q={q}, sigma={sigma}, alpha={alpha})")
+        block = min(2 * block, 1 << 20)
+    lp = float(special.logsumexp(pos))
+    ln = float(special.logsumexp(neg))
+    if ln == -math.inf:
+        return lp
+    if not ln < lp:
+        raise RuntimeError(f"cancellation in the fractional-order series (q={q}, sigma={sigma}, alpha={alpha})")
+    return lp + math.log1p(-math.exp(ln - lp))
+
+
+def _check_orders(orders):
+    arr = np.atleast_1d(np.asarray(orders, dtype=float))
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"orders must be a non-empty 1-D sequence; got orders={orders!r}")
+    if not np.all(np.isfinite(arr)) or np.any(arr <= 1.0):
+        raise ValueError(f"every order must be finite and > 1; got orders={orders!r}")
+    return arr
+
+
+def rdp_subsampled_gaussian(*, q, noise_multiplier, orders):
+    """Per-step RDP epsilon(alpha) of the Poisson-subsampled Gaussian mechanism (add/remove).
+
+    Mechanism: each record joins the batch independently with probability q;
+    the clipped sum (L2 sensitivity C) gets N(0, (noise_multiplier C)^2 I).
+    With sigma = noise_multiplier, [MTZ19] arXiv:1908.10530 (Section 3) reduces
+    the worst case to the pair mu_0 = N(0, sigma^2), mu = (1 - q) N(0, sigma^2)
+    + q N(1, sigma^2), and shows the order mu || mu_0 is the larger one
+    (A_alpha >= B_alpha, their notation), so
+
+        epsilon(alpha) = log(A_alpha) / (alpha - 1),
+        A_alpha = E_{z ~ mu_0}[(mu(z) / mu_0(z))^alpha].
+
+    Integer alpha ([MTZ19] Section 3.3, Case I):
+        A_alpha = sum_{k=0}^{alpha} C(alpha,k) (1-q)^(alpha-k) q^k exp((k^2 - k)/(2 sigma^2)).
+    Fractional alpha ([MTZ19] Section 3.3, Case II): see ``_log_a_fractional``.
+    q = 1 gives the plain Gaussian, epsilon(alpha) = alpha / (2 sigma^2)
+    ([Mir17] arXiv:1702.07476, Proposition 7), returned exactly; q = 0 gives 0.
+
+    This covers add/remove neighbours with Poisson sampling only. It is NOT a
+    bound for the substitution relation (see ``dpsgd_sensitivity``).
+
+    Returns a float array of per-step RDP values, one per order; compose over
+    steps by multiplying ([Mir17] Proposition 1).
+    """
+    if isinstance(q, bool):
+        raise TypeError("q must be a number, not bool")
+    q = float(q)
+    if not (0.0 <= q <= 1.0):
+        raise ValueError(f"q must be in [0, 1]; got q={q!r}")
+    sigma = _positive_finite("noise_multiplier", noise_multiplier)
+    arr = _check_orders(orders)
+    out = np.empty(arr.shape, dtype=float)
+    for idx, alpha in enumerate(arr):
+        if q == 0.0:
+            out[idx] = 0.0
+        elif q == 1.0:
+            out[idx] = alpha / (2.0 * sigma * sigma)
+        elif float(alpha).is_integer():
+            out[idx] = _log_a_integer(q, sigma, int(alpha)) / (alpha - 1.0)
+        else:
+            out[idx] = _log_a_fractional(q, sigma, float(alpha)) / (alpha - 1.0)
+    # A_alpha >= 1 mathematically; clamp round-off below zero.
+    return np.maximum(out, 0.0)
+
+
+def _check_rdp_pair(orders, rdp, delta):
+    arr = _check_orders(orders)
+    r = np.atleast_1d(np.asarray(rdp, dtype=float))
+    if r.shape != arr.shape:
+        raise ValueError(f"orders and rdp must have the same length; got {arr.size} and {r.size}")
+    if np.any(np.isnan(r)) or np.any(r < 0):
+        raise ValueError(f"rdp values must be >= 0 and not NaN; got rdp={rdp!r}")
+    delta = _probability("delta", delta)
+    return arr, r, delta
+
+
+def rdp_to_epsilon(orders, rdp, *, delta, return_order=False):
+    """epsilon of (epsilon, delta)-DP from an RDP curve, improved conversion.
+
+    Returns epsilon (a float), or (epsilon, best_order) with return_order=True.
+
+    [BBGHS20] arXiv:1905.09982, Theorem 21 (= [CKS20] arXiv:2004.00010,
+    Proposition 12 in v4): if M is (alpha, r)-RDP then M is (eps, delta)-DP with
+
+        eps = r + log((alpha - 1) / alpha) - (log(delta) + log(alpha)) / (alpha - 1),
+
+    minimised over the given orders, and clamped at 0 ((eps, delta)-DP with
+    eps < 0 implies (0, delta)-DP). Always <= the classic [Mir17] Proposition 3
+    value r + log(1/delta) / (alpha - 1) (see ``rdp_to_epsilon_classic``),
+    because log((a-1)/a) - log(a)/(a-1) < 0 for every a > 1.
+    """
+    arr, r, delta = _check_rdp_pair(orders, rdp, delta)
+    with np.errstate(over="ignore", invalid="ignore"):
+        eps = r + np.log1p(-1.0 / arr) - (math.log(delta) + np.log(arr)) / (arr - 1.0)
+    eps = np.where(np.isfinite(r), eps, np.inf)
+    best = int(np.argmin(eps))
+    value = max(0.0, float(eps[best]))
+    return (value, float(arr[best])) if return_order else value
+
+
+def rdp_to_epsilon_classic(orders, rdp, *, delta, return_order=False):
+    """Classic RDP -> (epsilon, delta) conversion; epsilon, or (epsilon, best_order).
+
+    [Mir17] arXiv:1702.07476, Proposition 3: (alpha, r)-RDP implies
+    (r + log(1/delta) / (alpha - 1), delta)-DP, minimised over orders. This is
+    what the 2018-2019 TF-Privacy ``get_privacy_spent`` used; kept to reproduce
+    published numbers. Prefer ``rdp_to_epsilon``.
+    """
+    arr, r, delta = _check_rdp_pair(orders, rdp, delta)
+    eps = r + math.log(1.0 / delta) / (arr - 1.0)
+    best = int(np.argmin(eps))
+    return (float(eps[best]), float(arr[best])) if return_order else float(eps[best])
+
+
+def _check_steps(steps):
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
+        raise ValueError(f"steps must be an integer >= 0; got steps={steps!r}")
+    return int(steps)
+
+
+def dpsgd_epsilon(*, q, noise_multiplier, steps, delta, orders=DEFAULT_ORDERS):
+    """epsilon of DP-SGD with Poisson sampling rate q after ``steps`` steps (add/remove).
+
+    RDP composes additively over steps ([Mir17] Proposition 1):
+    rdp_total(alpha) = steps * rdp_subsampled_gaussian(q, sigma, alpha), then
+    ``rdp_to_epsilon`` ([BBGHS20] Theorem 21) over ``orders``.
+
+    Neighbouring relation for the DMP-MH DP-SGD baseline (edge-level DP).
+    Flipping one edge substitutes one pair's label S_ij in {0, 1}. Write the
+    pairwise loss as a public, label-free part plus a private part linear in
+    the label, -S_ij * g_ij with g_ij = grad theta_ij (the label-free gradient
+    of the pair's logit term), and clip g_ij to norm C on its own. The private
+    sum over sampled pairs, sum S_ij clip(g_ij), then changes by exactly one
+    clipped term (norm <= C) when one edge is added or removed: an add/remove
+    change with sensitivity C, so this add/remove accountant applies to the
+    private sum with noise std = noise_multiplier * C. The public part is
+    released without noise (it reads no label). This needs S_ij in {0, 1}; with
+    +/-1 labels a flip changes the term by 2 clip(g_ij). If instead whole
+    per-pair gradients (public and private parts together) are clipped, a flip
+    is a substitution of one clipped vector by another and the sum's
+    sensitivity is 2C (``dpsgd_sensitivity(relation='substitution')``); the
+    subsampled accountant here is not a substitution analysis, so that route
+    needs a different accountant.
+    """
+    steps = _check_steps(steps)
+    delta = _probability("delta", delta)
+    per_step = rdp_subsampled_gaussian(q=q, noise_multiplier=noise_multiplier, orders=orders)
+    if steps == 0:
+        return 0.0
+    return rdp_to_epsilon(orders, steps * per_step, delta=delta)
+
+
+def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDERS, sigma_bounds=(0.05, 1000.0)):
+    """Smallest noise multiplier with dpsgd_epsilon(q, sigma, steps, delta) <= epsilon.
+
+    epsilon(sigma) is non-increasing in sigma (each RDP value is, and the
+    conversion is monotone in the RDP values), so brentq on
+    f(log sigma) = epsilon(sigma) - target over ``sigma_bounds`` finds the
+    crossing; the returned sigma is then nudged up until its epsilon is <= the
+    target, so the answer is never on the unsafe side. Raises ValueError if
+    the target is not reachable within ``sigma_bounds``.
+    """
+    target = _positive_finite("epsilon", epsilon)
+    delta = _probability("delta", delta)
+    steps = _check_steps(steps)
+    if steps == 0:
+        raise ValueError("steps must be >= 1 to calibrate noise")
+    q = float(q)
+    if not (0.0 < q <= 1.0):
+        raise ValueError(f"q must be in (0, 1]; got q={q!r}")
+    lo, hi = (float(b) for b in sigma_bounds)
+
+    def eps_of(sig):
+        return dpsgd_epsilon(q=q, noise_multiplier=sig, steps=steps, delta=delta, orders=orders)
+
+    if eps_of(hi) > target:
+        raise ValueError(f"epsilon={epsilon!r} not reachable with noise_multiplier <= {hi}")
+    if eps_of(lo) <= target:
+        return lo
+    log_sigma = optimize.brentq(lambda ls: eps_of(math.exp(ls)) - target, math.log(lo), math.log(hi), xtol=1e-10, maxiter=200)
+    sigma = math.exp(log_sigma)
+    while eps_of(sigma) > target:
+        sigma *= 1.0 + 1e-9
+    return sigma
+
+
+def dpsgd_sensitivity(*, clip_norm, relation):
+    """L2 sensitivity of the noised gradient sum of one DP-SGD step, per neighbouring relation.
+
+    relation='add_remove_private_part': the edge-level relation with the loss
+    split into a public label-free part and a private part linear in the label
+    S_ij in {0, 1} (see ``dpsgd_epsilon``): one edge flip adds or removes one
+    clipped term, so the sensitivity is C = clip_norm.
+
+    relation='substitution': one per-pair clipped gradient is replaced by
+    another; ||clip(g) - clip(g')|| <= ||clip(g)|| + ||clip(g')|| <= 2C, tight
+    for opposite vectors, so the sensitivity is 2C. (The Poisson-subsampled
+    accountant in this file is an add/remove analysis and does not cover this
+    relation.)
+    """
+    c = _positive_finite("clip_norm", clip_norm)
+    if relation == "add_remove_private_part":
+        return c
+    if relation == "substitution":
+        return 2.0 * c
+    raise ValueError(
+        f"relation must be 'add_remove_private_part' or 'substitution'; got relation={relation!r}"
+    )
