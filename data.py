@@ -454,3 +454,47 @@ def build_private_graph(labels: LabelStore, train: np.ndarray, *, kind: str = "l
         np.fill_diagonal(adj, False)
         return PrivateGraph(n=n, kind=kind, _adj=adj)
     raise DataError(f"unknown graph kind '{kind}'; choose label or knn")
+
+
+def attack_pairs(graph: PrivateGraph, n_pairs: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A balanced, seeded sample of edges and non-edges of the private graph.
+
+    For the link-reconstruction evaluation only: the pairs are used to score an
+    attack and are never released. Returns (pos, neg), each (n_pairs//2, 2).
+    """
+    rng = np.random.default_rng(seed + 7919)
+    half = max(1, n_pairs // 2)
+    pos, neg = [], []
+    need_pos, need_neg = half, half
+    rows_cache_block = 4096
+    for _ in range(200):
+        if need_pos <= 0 and need_neg <= 0:
+            break
+        i = rng.integers(0, graph.n, size=4 * half)
+        j = rng.integers(0, graph.n, size=4 * half)
+        keep = i != j
+        i, j = i[keep], j[keep]
+        if graph._adj is not None:
+            lab = graph._adj[i, j]
+        else:
+            lab = np.zeros(len(i), dtype=bool)
+            order = np.argsort(i, kind="stable")
+            for s in range(0, len(order), rows_cache_block):
+                sel = order[s:s + rows_cache_block]
+                rows = graph._labels[i[sel]] @ graph._labels[j[sel]].T
+                lab[sel] = np.diagonal(rows) > 0
+        if need_pos > 0:
+            p_ = np.stack([i[lab], j[lab]], 1)[:need_pos]
+            pos.append(p_)
+            need_pos -= len(p_)
+        if need_neg > 0:
+            n_ = np.stack([i[~lab], j[~lab]], 1)[:need_neg]
+            neg.append(n_)
+            need_neg -= len(n_)
+        if need_pos > 0 and graph._adj is not None and lab.mean() < 0.05:
+            # sparse graph: draw the positives from the edge list directly
+            r, c = np.nonzero(np.triu(graph._adj, 1))
+            pick = rng.choice(len(r), size=min(need_pos, len(r)), replace=False)
+            pos.append(np.stack([r[pick], c[pick]], 1))
+            need_pos = 0
+    return np.concatenate(pos)[:half], np.concatenate(neg)[:half]

@@ -207,6 +207,7 @@ def run(cfg: Config) -> dict:
         t = stage(f"private graph ({cfg.graph})")
         graph = data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k)
         z = data.public_projection(ds, split.train, dim=cfg.proj_dim)
+        attack_pos, attack_neg = data.attack_pairs(graph, cfg.attack_pairs, seed=cfg.seed)
         timings["graph"] = time.perf_counter() - t
 
         statement = None
@@ -249,6 +250,18 @@ def run(cfg: Config) -> dict:
                 task = f"{short[a]}->{short[b]}"
                 metrics["retrieval"][task] = evaluate.retrieval_report(qc[a], dc[b], ql, dl)
         metrics["chance_map"] = evaluate.chance_map(ql, dl)
+        # link reconstruction: the attacker scores training pairs by code similarity,
+        # next to the same attack on public features alone
+        tc = hashing.encode(model, feats(split.train), device=device)
+        metrics["attack"] = {}
+        # the public baseline is the best of the same attack on each view's features and on z
+        auc_public = max([evaluate.link_attack_auc(getattr(ds, v)[split.train], attack_pos, attack_neg,
+                                                   kind="cosine") for v in ds.views]
+                         + [evaluate.link_attack_auc(z, attack_pos, attack_neg, kind="cosine")])
+        for v in ds.views:
+            auc_codes = evaluate.link_attack_auc(tc[v], attack_pos, attack_neg, kind="codes")
+            metrics["attack"][short[v]] = {"auc_codes": auc_codes, "auc_public": auc_public,
+                                           "advantage": auc_codes - auc_public}
         timings["evaluate"] = time.perf_counter() - t
         metrics["timings_s"] = timings
 
@@ -263,8 +276,6 @@ def run(cfg: Config) -> dict:
         import torch
         torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
                     "scalers": {v: (s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
-        for task, rep in metrics["retrieval"].items():
-            pass
         plot_curves(rundir, metrics)
         print()
         print(statement)
@@ -294,7 +305,145 @@ def metrics_markdown(cfg: Config, metrics: dict) -> str:
     for task, r in metrics["retrieval"].items():
         lines.append(f"| {task} | {r['map']:.4f} | {r['map_tie_aware']:.4f} | {r['p_r2']:.4f} |")
     lines += ["", f"chance mAP (expected precision of a random ranking): {metrics['chance_map']:.4f}", ""]
+    if metrics.get("attack"):
+        lines += ["| link attack on | AUC from codes | AUC from public features | advantage |",
+                  "| --- | --- | --- | --- |"]
+        for v, a in metrics["attack"].items():
+            lines.append(f"| {v} codes | {a['auc_codes']:.4f} | {a['auc_public']:.4f} | {a['advantage']:+.4f} |")
+        lines.append("")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Empirical privacy audit (canary edge between two hubs)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class AuditConfig:
+    epsilon: float = 1.0          # the claimed epsilon
+    delta: float = 1e-5
+    max_degree: int = 4           # D of the audited sanitizer
+    n_nodes: int = 200            # size of the worst-case audit graph (hubness grows with it)
+    trials: int = 2000            # runs with and without the canary, each
+    broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
+    alpha: float = 0.05           # one-sided Clopper-Pearson confidence, split over FPR and FNR
+    seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)
+
+
+class _ClippingDisabled:
+    """A deliberately BROKEN sanitizer for the audit: stable_clip returns every edge,
+    while the sensitivities still claim clipping. Never used outside the audit."""
+
+    def __enter__(self):
+        self._orig = privacy.stable_clip
+        privacy.stable_clip = lambda graph, order, *, max_degree, block=1024: privacy._all_edges(graph)
+
+    def __exit__(self, *exc):
+        privacy.stable_clip = self._orig
+
+
+def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
+    """Canary-edge audit of privacy.measure (the sanitizer's release).
+
+    Worst-case pair: G0 has two hubs (nodes 0 and 1) linked to every other node,
+    with identical public rows so the bilinear change attains its bound; G1 adds
+    the canary edge (0, 1). The test statistic is the Neyman-Pearson likelihood
+    ratio for the Gaussian release, T = sum_k <y_k - f_k(G0), f_k(G1) - f_k(G0)> / sigma_k^2,
+    computed with the exact statistics of the two audit graphs (they are not the
+    private graph; the auditor built them). A threshold is chosen on the first
+    half of the runs; FPR and FNR on the second half get one-sided Clopper-Pearson
+    upper bounds, and eps_lb = max(log((1 - delta - FPR)/FNR), log((1 - delta - FNR)/FPR))
+    (Kairouz, Oh & Viswanath, arXiv 1311.0776; Jagielski, Ullman & Oprea, arXiv 2006.07709).
+    A correct mechanism must give eps_lb <= claimed epsilon, up to the alpha error.
+    """
+    if acfg.broken not in ("none", "understate", "noclip"):
+        raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
+    if acfg.trials < 100:
+        raise ValueError(f"trials={acfg.trials} must be >= 100")
+    n = acfg.n_nodes
+    rng = np.random.default_rng(acfg.seed)
+    z = rng.normal(size=(n, 8))
+    z[1] = z[0]
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    adj0 = np.zeros((n, n), dtype=bool)
+    adj0[:2, 2:] = True
+    adj0[2:, :2] = True
+    adj1 = adj0.copy()
+    adj1[0, 1] = adj1[1, 0] = True
+    graphs = [data.PrivateGraph(n=n, kind="audit", _adj=a) for a in (adj0, adj1)]
+    shares = {"degrees": 0.1, "triangles": 0.1, "edges": 0.05, "bilinear": 0.75}
+    eps_run = acfg.epsilon
+    if acfg.broken == "understate":  # sigmas 4x too small = calibrated for mu 4x larger
+        eps_run = privacy.gdp_epsilon(mu=4 * privacy.gdp_mu(epsilon=acfg.epsilon, delta=acfg.delta), delta=acfg.delta)
+    source = privacy.NoiseSource(insecure_seed=acfg.seed + 1, quiet=True)
+    ctx = _ClippingDisabled() if acfg.broken == "noclip" else _NullContext()
+
+    def release(g, eps):
+        r = privacy.measure(g, z, epsilon=eps, delta=acfg.delta, max_degree=acfg.max_degree,
+                            shares=shares, source=source)
+        return r
+
+    with ctx:
+        exact = [release(g, math.inf) for g in graphs]
+        names = list(exact[0].measurements)
+        sigmas = release(graphs[0], eps_run)
+        diff = {k: exact[1][k].noisy - exact[0][k].noisy for k in names}
+        sig = {k: sigmas[k].sigma for k in names}
+
+        def statistic(r):
+            return sum(float(np.sum((r[k].noisy - exact[0][k].noisy) * diff[k])) / sig[k] ** 2 for k in names)
+
+        stats = {0: [], 1: []}
+        for t in range(acfg.trials):
+            for b in (0, 1):
+                stats[b].append(statistic(release(graphs[b], eps_run)))
+            if verbose and (t + 1) % max(1, acfg.trials // 5) == 0:
+                print(f"  audit trials {t + 1}/{acfg.trials}", flush=True)
+    s0, s1 = np.array(stats[0]), np.array(stats[1])
+    h = acfg.trials // 2
+    best, tau = -1.0, 0.0
+    for cand in np.quantile(np.concatenate([s0[:h], s1[:h]]), np.linspace(0.01, 0.99, 99)):
+        fp, fn = int((s0[:h] > cand).sum()), int((s1[:h] <= cand).sum())
+        e = evaluate.empirical_epsilon_lower_bound(fp, fn, h, h, delta=acfg.delta, alpha=acfg.alpha)
+        if e > best:
+            best, tau = e, float(cand)
+    m = acfg.trials - h
+    fp, fn = int((s0[h:] > tau).sum()), int((s1[h:] <= tau).sum())
+    eps_lb = evaluate.empirical_epsilon_lower_bound(fp, fn, m, m, delta=acfg.delta, alpha=acfg.alpha)
+    return {"claimed_epsilon": acfg.epsilon, "delta": acfg.delta, "broken": acfg.broken, "trials": acfg.trials,
+            "threshold": tau, "fp": fp, "fn": fn, "n_eval": m, "epsilon_lower_bound": eps_lb,
+            "canary_distance_in_sigmas": float(math.sqrt(sum(float(np.sum(diff[k] ** 2)) / sig[k] ** 2
+                                                             for k in names))),
+            "passes": eps_lb <= acfg.epsilon}
+
+
+class _NullContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def audit_main(argv: list[str]) -> int:
+    acfg = _parse_dataclass(AuditConfig, argv, "dmpmh.py audit")
+    print(f"audit: claimed epsilon={acfg.epsilon:g}, delta={acfg.delta:g}, D={acfg.max_degree}, "
+          f"N={acfg.n_nodes}, trials={acfg.trials} per side, mechanism={acfg.broken}", flush=True)
+    r = run_audit(acfg)
+    verdict = ("OK: the empirical lower bound does not exceed the claim" if r["passes"]
+               else "VIOLATION: the empirical lower bound exceeds the claimed epsilon")
+    print(f"  canary separation: {r['canary_distance_in_sigmas']:.3f} sigma-units; threshold {r['threshold']:.3f}")
+    print(f"  held-out: FP {r['fp']}/{r['n_eval']}, FN {r['fn']}/{r['n_eval']}")
+    print(f"  empirical epsilon lower bound (95%, Clopper-Pearson): {r['epsilon_lower_bound']:.3f}  "
+          f"vs claimed {acfg.epsilon:g}\n  {verdict}")
+    return 0 if r["passes"] or acfg.broken != "none" else 1
+
+
+def _parse_dataclass(cls, argv: list[str], prog: str):
+    p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(cls):
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+    return cls(**vars(p.parse_args(argv)))
 
 
 # ---------------------------------------------------------------------------
@@ -304,6 +453,8 @@ def metrics_markdown(cfg: Config, metrics: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and argv[0] == "audit":
+            return audit_main(argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         cfg = parse_config(argv)

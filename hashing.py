@@ -197,3 +197,329 @@ def encode(model: DualStreamHasher, features: dict[str, np.ndarray], *, device: 
             chunks.append((h > 0).to(torch.uint8).cpu().numpy())
         out[v] = np.concatenate(chunks) if chunks else np.zeros((0, model.bits), dtype=np.uint8)
     return out
+
+
+# ---------------------------------------------------------------------------
+# DP-SGD baseline (edge-level), handwritten: Poisson sampling of pairs,
+# per-edge clipping with torch.func, Gaussian noise. Accounted by
+# privacy.dpsgd_epsilon; this module only implements the mechanism.
+# ---------------------------------------------------------------------------
+
+def n_pairs(n: int) -> int:
+    """M = n(n-1)/2, the number of unordered pairs i < j of n items."""
+    return n * (n - 1) // 2
+
+
+def pair_index(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Pair (i, j), 0 <= i < j, -> index p = j(j-1)/2 + i (column-major triangular order).
+
+    The pairs of items 0..N-1 get exactly the indices 0..M-1, M = N(N-1)/2, and
+    the index does not depend on N.
+    """
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    if np.any(i < 0) or np.any(i >= j):
+        raise ValueError("pair_index needs 0 <= i < j for every pair")
+    return j * (j - 1) // 2 + i
+
+
+def pair_from_index(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``pair_index``: j = floor((1 + sqrt(1 + 8p)) / 2), i = p - j(j-1)/2.
+
+    The float square root is only a first guess; j is then corrected in exact
+    int64 arithmetic so that j(j-1)/2 <= p < j(j+1)/2 holds for every p < 2^52.
+    """
+    p = np.asarray(p, dtype=np.int64)
+    if np.any(p < 0):
+        raise ValueError("pair indices must be >= 0")
+    j = np.floor((1.0 + np.sqrt(1.0 + 8.0 * p.astype(np.float64))) / 2.0).astype(np.int64)
+    for _ in range(2):
+        j = np.where(j * (j - 1) // 2 > p, j - 1, j)
+        j = np.where((j + 1) * j // 2 <= p, j + 1, j)
+    return p - j * (j - 1) // 2, j
+
+
+def uniform_subset(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random k-subset of {0, ..., m-1}, sorted, without building range(m).
+
+    Rejection: draw k integers uniformly with replacement, keep the distinct ones,
+    draw the shortfall again, until k distinct values are held. The procedure
+    commutes with every permutation of {0, ..., m-1} (relabelling the values
+    relabels the draws) and always returns k values, so every k-subset is equally
+    likely. Expected draws are about k (1 + k / (2m)) for k << m; when k > m/2 the
+    complement is drawn instead (m is then small, since k fits in memory).
+    """
+    if not 0 <= k <= m:
+        raise ValueError(f"uniform_subset: need 0 <= k <= m, got k={k}, m={m}")
+    if k > m // 2:
+        drop = uniform_subset(m, m - k, rng)
+        return np.setdiff1d(np.arange(m, dtype=np.int64), drop, assume_unique=True)
+    held = np.unique(rng.integers(0, m, size=k, dtype=np.int64))
+    while len(held) < k:
+        held = np.union1d(held, rng.integers(0, m, size=k - len(held), dtype=np.int64))
+    return held
+
+
+def poisson_pair_sample(n: int, q: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson sampling of the unordered pairs of n items: each pair independently w.p. q.
+
+    Implemented as K ~ Binomial(M, q), then a uniformly random K-subset of the M
+    pair indices (``uniform_subset``), mapped to (i, j) by ``pair_from_index``.
+    This is the same distribution as M independent Bernoulli(q) inclusions: under
+    independent inclusion, P(sample = A) = q^|A| (1-q)^(M-|A|) depends on A only
+    through |A|, so |A| ~ Binomial(M, q) and, given |A| = K, A is uniform over the
+    K-subsets. Cost O(K), never O(M).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"sampling rate q={q} must be in [0, 1]")
+    m = n_pairs(n)
+    k = int(rng.binomial(m, q)) if m else 0
+    return pair_from_index(uniform_subset(m, k, rng))
+
+
+def _view_pairs(views: list[str]) -> list[tuple[str, str]]:
+    """The (a, b), a <= b in view order, of holistic_loss's first-order term."""
+    return [(a, b) for k, a in enumerate(views) for b in views[k:]]
+
+
+def _pair_logits(codes_i: dict[str, torch.Tensor], codes_j: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(E, 2T) logits theta^{ab}_ij = 1/2 h^a_i . h^b_j and theta^{ab}_ji, for the T view pairs a <= b.
+
+    This is holistic_loss's first-order term restricted to the entries (i, j) and
+    (j, i) of each (a, b) block; for a = b the two are equal.
+    """
+    cols = []
+    for a, b in _view_pairs(list(codes_i)):
+        cols.append(0.5 * (codes_i[a] * codes_j[b]).sum(-1))
+        cols.append(0.5 * (codes_j[a] * codes_i[b]).sum(-1))
+    return torch.stack(cols, -1)
+
+
+def per_edge_theta_grads(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray
+                         ) -> dict[str, torch.Tensor]:
+    """Per-example gradients of Theta_ij = sum over the 2T logits of pair (i, j), w.r.t. every parameter.
+
+    ``torch.func``: ``vmap(grad(f))`` over pairs, with ``functional_call`` on the
+    model's parameters, so each example's gradient is computed separately.
+    Returns {parameter name: (E, *parameter shape)}. The model is run as it is
+    (call ``model.eval()`` first: a dropout mask would make each gradient random).
+    """
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.named_buffers()}
+    ii = torch.as_tensor(np.asarray(i), dtype=torch.long, device=next(iter(feats.values())).device)
+    jj = torch.as_tensor(np.asarray(j), dtype=torch.long, device=ii.device)
+    x = {v: torch.stack([t[ii], t[jj]], 1) for v, t in feats.items()}  # (E, 2, d_v)
+
+    def theta(p, xs):
+        codes = torch.func.functional_call(model, (p, buffers), ({v: t for v, t in xs.items()},))
+        return _pair_logits({v: h[0] for v, h in codes.items()}, {v: h[1] for v, h in codes.items()}).sum()
+
+    return torch.func.vmap(torch.func.grad(theta), in_dims=(None, 0))(params, x)
+
+
+def clip_and_sum(grads: dict[str, torch.Tensor], clip_norm: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """sum_e g_e * min(1, C / ||g_e||), ||g_e|| the L2 norm over all parameters concatenated.
+
+    Returns (the clipped sum per parameter, the per-example norms before clipping).
+    Each clipped term has norm <= C, so adding or removing one term moves the sum
+    by at most C in L2 (the triangle inequality is not even needed: the change is
+    the term itself).
+    """
+    flat = [g.reshape(g.shape[0], -1) for g in grads.values()]
+    norms = torch.sqrt(sum((f * f).sum(1) for f in flat))
+    scale = torch.clamp(clip_norm / torch.clamp(norms, min=1e-12), max=1.0)
+    return {k: torch.tensordot(scale, g, dims=1) for k, g in grads.items()}, norms
+
+
+def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, steps: int,
+                expected_batch_pairs: float, lr: float, hidden: int, clip_norm: float,
+                noise_multiplier: float, device: torch.device, noise_source=None, log_every: int = 50,
+                chunk_size: int = 128, alignment: float = 0.0, quantization: float = 0.0, balance: float = 0.0,
+                cnn_views: tuple[str, ...] = (), debug_not_private_log: bool = False) -> DualStreamHasher:
+    """Edge-level DP-SGD baseline on the pairwise (first-order) likelihood; returns the model (eval mode).
+
+    Data and access. ``features[v]`` are the (N, d_v) public features of the
+    training items 0..N-1. ``edge_lookup(i, j) -> bool array`` is the only access
+    to the private graph; it is called only on the secretly sampled pairs.
+
+    Loss. The DCMH pairwise likelihood (Jiang & Li, arXiv 1602.02255, eq. 2) with
+    hard labels S_ij in {0, 1}, cross- and intra-modal as in ``holistic_loss``'s
+    first-order term: for each unordered pair i < j and each of the 2T logits
+    theta in {theta^{ab}_ij, theta^{ab}_ji : views a <= b} (T view pairs),
+    theta^{ab}_ij = 1/2 h^a_i . h^b_j,
+
+        l_ij = 1/(2T) sum_theta [ log(1 + e^theta) - S_ij theta ],
+
+    and the step minimises (1/B) sum over sampled pairs, B = expected_batch_pairs
+    (a fixed, public denominator).
+
+    Neighbouring relation and why the add/remove bound applies. Neighbouring
+    graphs differ in one edge (added or removed). Write the gradient of the
+    sampled loss as
+        public part   P = sum_{pairs} grad sum_theta log(1 + e^theta)   (no label)
+        private part  Q = sum_{pairs with S_ij = 1} grad Theta_ij,  Theta_ij = sum_theta theta,
+    gradient = (P - Q) / (2T B). Flipping the edge (u, v) changes S_uv only, and
+    S_uv enters exactly one term of Q (that of pair (u, v)) and no term of P. So Q
+    is a sum over the sampled EDGES, one term per edge, and an edge change adds or
+    removes one term: the add/remove relation on the edge set. Each pair is
+    sampled independently with probability q (Poisson; see ``poisson_pair_sample``),
+    so the sampled edges are a Poisson subsample of the edge set. Each term
+    grad Theta_ij (w.r.t. all parameters concatenated) is clipped to L2 norm
+    C = clip_norm and Q + N(0, (noise_multiplier C)^2 I) is released: the
+    Poisson-subsampled Gaussian mechanism with sensitivity C under add/remove,
+    whose RDP is bounded by Mironov, Talwar & Zhang (arXiv 1908.10530, Section 3:
+    the worst case is the pair N(0, sigma^2) vs (1-q) N(0, sigma^2) + q N(1,
+    sigma^2) in units of C, computed in Section 3.3 for integer and fractional
+    orders); steps compose additively in RDP (Mironov, arXiv 1702.07476,
+    Proposition 1). That accounting is privacy.dpsgd_epsilon, not done here.
+    Had the whole per-pair gradient (sigmoid(theta) - S_ij) grad theta been
+    clipped, an edge flip would SUBSTITUTE one clipped vector by another, with
+    sensitivity up to 2C (opposite vectors), which the add/remove bound does not
+    cover; tests/test_dpsgd.py shows that case exceeding C.
+
+    The public part uses an INDEPENDENT sample (our choice, needed for the claim).
+    The private mechanism's amplification by subsampling needs the Poisson sample
+    S to stay hidden. P is label-free, but computed on S it would be a function of
+    S added to the released update: an adversary who can compute P for any pair
+    set could (in the worst case, when grad log(1 + e^theta_uv) is large and
+    distinctive) read off whether (u, v) was sampled, and then the step is an
+    un-amplified Gaussian on that pair. So P is computed on a separate uniform
+    sample S' of round(B) pairs, drawn independently of S and of the graph, and
+    rescaled by B / |S'|; E[P(S')] = q sum_all grad log(1 + e^theta) = E[P(S)],
+    so the gradient estimate stays unbiased. Each update is then a function of
+    public data, S' and the noisy Q: post-processing of the subsampled Gaussian.
+
+    Which terms may be used. Only terms in which one edge changes one additive,
+    clipped summand. The triangle (motif) term couples pairs: S_uv enters the
+    triangle weight of every pair (u, w) and (v, w), so one edge changes O(N)
+    terms of the batch loss and the one-term argument fails (a bound would need
+    degree clipping and a sensitivity that grows with the batch). Quantization,
+    bit balance and cross-modal alignment read no label; they may join the public
+    part P, computed on the items of S' (weights ``quantization``, ``balance``,
+    ``alignment``, default 0: DESIGN.md's DP-SGD baseline uses only pairwise terms).
+
+    Dropout. The model stays in eval mode throughout (no dropout), so the
+    forward pass is a fixed function and per-example gradients are deterministic.
+    The network is otherwise the same DualStreamHasher as ``train_hashing``'s.
+
+    Randomness. The DP noise comes from ``noise_source.normal`` (a
+    privacy.NoiseSource; default: a new secure one, OS CSPRNG), never from
+    torch.randn. The sampling of S (and S') uses a numpy PCG64 Generator seeded
+    afresh every step with 128 bits from ``noise_source.randbelow`` (secrets
+    when the source is secure; reproducible only under its insecure seed). PCG64
+    is not a CSPRNG, but its outputs (the sample) are never released, and each
+    step's state is 128 fresh secret bits. Model initialisation uses torch's
+    global generator (``set_seed``): public randomness.
+
+    Logging. Every ``log_every`` steps: step, |S'| and the label-free loss part on
+    S' (public), and the norm of the noisy update (post-processing). The number
+    of sampled edges and the exact loss are un-noised statistics of the private
+    graph; they are printed only with ``debug_not_private_log=True``, which
+    voids the guarantee for whoever sees the log. |S| is not printed either: it
+    is label-free, but releasing it conditions the Poisson sample.
+
+    Cost: per-example gradients are materialised ``chunk_size`` edges at a time
+    (memory ~ chunk_size x number of parameters x 4 bytes).
+    """
+    import privacy  # numpy-only; hashing is downstream of privacy
+
+    n = len(next(iter(features.values())))
+    m = n_pairs(n)
+    if n < 2:
+        raise ValueError(f"train_dpsgd needs at least 2 training items, got {n}")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps={steps!r} must be an integer >= 1")
+    if not (0 < expected_batch_pairs <= m):
+        raise ValueError(f"expected_batch_pairs={expected_batch_pairs} must be in (0, M={m}]")
+    if not (clip_norm > 0 and np.isfinite(clip_norm)):
+        raise ValueError(f"clip_norm={clip_norm} must be a finite number > 0")
+    if not (noise_multiplier >= 0 and np.isfinite(noise_multiplier)):
+        raise ValueError(f"noise_multiplier={noise_multiplier} must be a finite number >= 0")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
+    if noise_source is None:
+        noise_source = privacy.NoiseSource()
+    if noise_multiplier == 0:
+        print("WARNING: train_dpsgd with noise_multiplier=0 adds no noise: NOT PRIVATE.", flush=True)
+    if debug_not_private_log:
+        print("WARNING: debug_not_private_log prints un-noised statistics of the private graph: NOT PRIVATE.",
+              flush=True)
+
+    q = expected_batch_pairs / m
+    n_pub = max(1, int(round(expected_batch_pairs)))
+    model = DualStreamHasher({v: x.shape[1] for v, x in features.items()}, bits, hidden, cnn_views).to(device)
+    model.eval()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    tensors = {v: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for v, x in features.items()}
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for _, p in model.named_parameters()]
+    sizes = [p.numel() for _, p in model.named_parameters()]
+    n_logits = 2 * len(_view_pairs(list(features)))
+    denom = n_logits * float(expected_batch_pairs)
+    sigma = noise_multiplier * clip_norm
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        rng = np.random.Generator(np.random.PCG64(noise_source.randbelow(2 ** 128)))
+        si, sj = poisson_pair_sample(n, q, rng)                          # S: secret, Poisson(q)
+        pi, pj = pair_from_index(uniform_subset(m, n_pub, rng))          # S': independent, label-free
+
+        # ---- private part: clipped per-edge gradients of Theta over sampled edges, plus noise
+        is_edge = np.asarray(edge_lookup(si, sj), dtype=bool)
+        if is_edge.shape != si.shape:
+            raise ValueError(f"edge_lookup returned shape {is_edge.shape}, expected {si.shape}")
+        ei, ej = si[is_edge], sj[is_edge]
+        priv = {k: torch.zeros(s, device=device) for k, s in zip(names, shapes)}
+        for s in range(0, len(ei), chunk_size):
+            part, _ = clip_and_sum(per_edge_theta_grads(model, tensors, ei[s:s + chunk_size], ej[s:s + chunk_size]),
+                                   clip_norm)
+            for k in names:
+                priv[k] += part[k]
+        if sigma > 0:
+            z = torch.from_numpy(np.asarray(noise_source.normal((sum(sizes),)), dtype=np.float32)).to(device)
+            for k, chunk in zip(names, torch.split(z, sizes)):
+                priv[k] += sigma * chunk.view_as(priv[k])
+
+        # ---- public part on S': label-free pairwise term (+ optional label-free item terms)
+        items, inv = np.unique(np.concatenate([pi, pj]), return_inverse=True)
+        codes = model({v: x[torch.from_numpy(items).to(device)] for v, x in tensors.items()})
+        a = torch.from_numpy(inv[:len(pi)]).to(device)
+        b = torch.from_numpy(inv[len(pi):]).to(device)
+        logits = _pair_logits({v: h[a] for v, h in codes.items()}, {v: h[b] for v, h in codes.items()})
+        pub_pair = F.softplus(logits).sum() * (float(expected_batch_pairs) / n_pub) / denom
+        pub = pub_pair
+        extra: dict[str, float] = {}
+        if alignment and len(codes) == 2:
+            ha, hb = codes.values()
+            extra["alignment"] = ((ha - hb) ** 2).mean()
+        if quantization:
+            extra["quantization"] = torch.stack([((h - h.sign()) ** 2).mean() for h in codes.values()]).mean()
+        if balance:
+            extra["balance"] = torch.stack([(h.mean(0) ** 2).mean() for h in codes.values()]).mean()
+        weight = {"alignment": alignment, "quantization": quantization, "balance": balance}
+        for k, v in extra.items():
+            pub = pub + weight[k] * v
+        opt.zero_grad()
+        pub.backward()
+        upd_sq = 0.0
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                p.grad -= priv[k] / denom
+                upd_sq += float((p.grad ** 2).sum())
+        opt.step()
+
+        if log_every and (step % log_every == 0 or step == steps or step == 1):
+            msg = (f"  dpsgd step {step:5d}/{steps}  public pairs {n_pub}  label-free loss {float(pub_pair):.4f}"
+                   + "".join(f"  {k} {float(v):.4f}" for k, v in extra.items())
+                   + f"  noisy grad norm {upd_sq ** 0.5:.4g}  ({time.perf_counter() - t0:.1f}s)")
+            if debug_not_private_log:
+                with torch.no_grad():
+                    c = model({v: x for v, x in tensors.items()})
+                    ti = torch.from_numpy(si).to(device)
+                    tj = torch.from_numpy(sj).to(device)
+                    lg = _pair_logits({v: h[ti] for v, h in c.items()}, {v: h[tj] for v, h in c.items()})
+                    y = torch.from_numpy(is_edge).to(device).float()[:, None]
+                    exact = float((F.softplus(lg) - y * lg).sum()) / denom
+                msg += f"  [NOT PRIVATE: sampled pairs {len(si)}, edges {int(is_edge.sum())}, loss {exact:.4f}]"
+            print(msg, flush=True)
+    model.eval()
+    return model
