@@ -447,6 +447,140 @@ def _parse_dataclass(cls, argv: list[str], prog: str):
 
 
 # ---------------------------------------------------------------------------
+# Benchmarks (figures are printed; nothing here is a unit test)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class BenchConfig:
+    what: str = "sanitize"        # sanitize | scaling | map | pipeline
+    source: str = "mirflickr"     # mirflickr | nuswide (real labels from --shared-dir) | synthetic
+    shared_dir: str = os.path.join("..", "shared", "data")
+    n_train: int = 10000
+    sizes: str = "2500,5000,10000,20000,40000"   # for --what scaling
+    repeats: int = 3              # medians over repeats
+    max_degree: int = 32
+    proj_dim: int = 64
+    support_k: int = 32
+    epsilon: float = 1.0
+    delta: float = 1e-6
+    seed: int = 0
+
+
+class _Peak:
+    """Wall time and peak resident memory of a block (Linux: VmHWM reset through clear_refs)."""
+
+    def __enter__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.t0
+        self.peak_mib = _vm_hwm_mib()
+        return False
+
+
+def _vm_hwm_mib() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _bench_label_graph(bc: BenchConfig, n_train: int):
+    """Training labels and public projection for a sanitize benchmark."""
+    rng = np.random.default_rng(bc.seed)
+    if bc.source == "mirflickr":
+        path = os.path.join(bc.shared_dir, "mirflickr25k", "mirflickr25k_tags_labels.npz")
+        if not os.path.exists(path):
+            raise data.DataError(f"{path} not found; pass --shared-dir or use --source synthetic")
+        d = np.load(path)
+        idx = np.sort(rng.choice(len(d["labels"]), min(n_train, len(d["labels"])), replace=False))
+        ds = data.Dataset(name="mirflickr", text=d["text"][idx].astype(np.float32), image=None, labels=d["labels"][idx])
+    elif bc.source == "nuswide":
+        path = os.path.join(bc.shared_dir, "nuswide", "nuswide_tc10_labels.npz")
+        if not os.path.exists(path):
+            raise data.DataError(f"{path} not found; pass --shared-dir or use --source synthetic")
+        lab = np.load(path)["labels"]
+        idx = np.sort(rng.choice(len(lab), min(n_train, len(lab)), replace=False))
+        # this file has no features: the public order comes from random public vectors
+        ds = data.Dataset(name="nuswide", text=rng.normal(size=(len(idx), 64)).astype(np.float32), image=None,
+                          labels=lab[idx])
+    else:
+        ds = data.make_synthetic(n_train, seed=bc.seed)
+    return ds
+
+
+def bench_sanitize(bc: BenchConfig, n_train: int, *, verbose: bool = True) -> dict:
+    ds = _bench_label_graph(bc, n_train)
+    n = ds.n
+    train = np.arange(n)
+    store = data.LabelStore(ds.labels, train, allow_train_in_evaluation=False)
+    source = privacy.NoiseSource()
+    shares = {"degrees": 0.1, "triangles": 0.1, "edges": 0.05, "bilinear": 0.75}
+    rows = {}
+    with _Peak() as p:
+        graph = data.build_private_graph(store, train, kind="label")
+        z = data.public_projection(ds, train, dim=bc.proj_dim)
+    rows["graph + projection"] = p
+    with _Peak() as p:
+        edges = privacy.stable_clip(graph, z, max_degree=bc.max_degree)
+    rows["clip"] = p
+    del edges
+    with _Peak() as p:
+        release = privacy.measure(graph, z, epsilon=bc.epsilon, delta=bc.delta, max_degree=bc.max_degree,
+                                  shares=shares, source=source)
+    rows["measure (incl. its own clip)"] = p
+    with _Peak() as p:
+        synth = privacy.synthesize(release, z, support_k=bc.support_k, verbose=False)
+    rows["synthesize (semantic fit + NMD)"] = p
+    out = {k: {"seconds": v.seconds, "peak_mib": v.peak_mib} for k, v in rows.items()}
+    out["sanitize_seconds"] = rows["measure (incl. its own clip)"].seconds + rows["synthesize (semantic fit + NMD)"].seconds
+    out["nmd"] = {k: synth.report.get(k) for k in ("iterations", "seconds", "chi2", "n_measurements", "residual_rms",
+                                                   "support_pairs", "support_triangles")}
+    out["n_train"] = n
+    return out
+
+
+def bench_main(argv: list[str]) -> int:
+    bc = _parse_dataclass(BenchConfig, argv, "dmpmh.py bench")
+    print(f"bench: {bc.what} on {bc.source}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
+    if bc.what == "map":
+        rs = [evaluate.benchmark_map(seed=bc.seed + r) for r in range(bc.repeats)]
+        keys = [k for k in rs[0] if isinstance(rs[0][k], (int, float))]
+        for k in keys:
+            print(f"  {k:<32} {float(np.median([r[k] for r in rs])):.4g}")
+        return 0
+    if bc.what in ("sanitize", "scaling"):
+        sizes = [bc.n_train] if bc.what == "sanitize" else [int(s) for s in bc.sizes.split(",")]
+        print(f"  {'N':>7} {'stage':<34} {'seconds (median)':>17} {'peak RSS MiB':>13}")
+        for n in sizes:
+            rs = [bench_sanitize(bc, n) for _ in range(bc.repeats)]
+            for stage_name in [k for k in rs[0] if isinstance(rs[0][k], dict) and "seconds" in rs[0][k]
+                               and k != "nmd"]:
+                sec = float(np.median([r[stage_name]["seconds"] for r in rs]))
+                mem = float(np.max([r[stage_name]["peak_mib"] for r in rs]))
+                print(f"  {rs[0]['n_train']:>7} {stage_name:<34} {sec:>17.2f} {mem:>13.0f}")
+            print(f"  {rs[0]['n_train']:>7} {'SANITIZE (measure + synthesize)':<34} "
+                  f"{float(np.median([r['sanitize_seconds'] for r in rs])):>17.2f}")
+            nmd = rs[0]["nmd"]
+            print(f"          NMD: {nmd['iterations']} iterations, {nmd['seconds']:.2f}s, chi2/n "
+                  f"{nmd['chi2'] / max(nmd['n_measurements'], 1):.3f}, support {nmd['support_pairs']} pairs, "
+                  f"{nmd['support_triangles']} triangles", flush=True)
+        return 0
+    raise ValueError(f"bench --what {bc.what!r}: choose sanitize, scaling or map")
+
+
+# ---------------------------------------------------------------------------
 # main
 # ---------------------------------------------------------------------------
 
@@ -455,6 +589,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "audit":
             return audit_main(argv[1:])
+        if argv and argv[0] == "bench":
+            return bench_main(argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         cfg = parse_config(argv)

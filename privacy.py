@@ -776,8 +776,9 @@ def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method
         f"Dataset: {dataset}. Method: {method}. Private graph: '{graph_kind}' over {release.n_nodes} training items.",
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge "
         "(one pair of items linked or not).",
-        "Protected: the presence or absence of any single edge of the training graph, and the training labels "
-        "from which the graph is built (they are read only to build it).",
+        "Protected: the presence or absence of any single edge of the training graph. Training labels are "
+        "read only to build that graph, so they are protected edge by edge; changing one item's labels can "
+        "change many edges at once, and that (node-level privacy) is NOT covered by this guarantee.",
         "Public (not protected): item features (image and text), item identities, the train/query/database "
         "split, and everything computed from those alone (projections, clip order, candidate pairs).",
         "Released: the noisy measurements below; the synthetic graph, hashing networks and codes are "

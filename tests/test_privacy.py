@@ -6,7 +6,9 @@ both graphs are clipped, and the statistics are recomputed here with dense
 numpy (degrees = row sums, triangles = diag(A^3)/2, moments = Z^T A Z) and a
 slow, obviously-correct clipping reference. Accounting is checked against the
 hockey-stick divergence integrated numerically (scipy.integrate.quad) and,
-where mpmath is present, against 50-digit arithmetic.
+where mpmath is present, against 40-digit arithmetic. Known defects of
+privacy.py are pinned by strict xfail tests: they start failing (XPASS) once
+the defect is fixed, as a reminder to drop the marker.
 
 Run with ``pytest -s tests/test_privacy.py`` to see the observed maxima of each
 quantity next to its proven bound.
@@ -968,7 +970,9 @@ def test_nmd_loss_is_non_increasing_and_gradient_is_right(planted):
     for _ in range(3):
         v = rng.standard_normal(len(q0)) * 1e-3
         h = 1e-4
-        fd = (nmd_loss(q0 + h * v, q0, rel, support, n, prior) - nmd_loss(q0 - h * v, q0, rel, support, n, prior)) / (2 * h)
+        up = nmd_loss(q0 + h * v, q0, rel, support, n, prior)
+        down = nmd_loss(q0 - h * v, q0, rel, support, n, prior)
+        fd = (up - down) / (2 * h)
         assert float(grad @ v) == pytest.approx(fd, rel=1e-4)
 
 

@@ -1,0 +1,328 @@
+"""Tests for the edge-level DP-SGD baseline in hashing.py.
+
+Independent references: exhaustive enumeration of pairs, sampling frequencies
+against their binomial laws, per-example gradients against plain autograd one
+pair at a time, and the sensitivity claim checked by removing each edge of a
+batch (add/remove, <= C) against clipping whole per-pair gradients and flipping
+a label (substitution, which exceeds C).
+"""
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import hashing
+import privacy
+
+
+def quiet_source(seed):
+    return privacy.NoiseSource(insecure_seed=seed, quiet=True)
+
+
+# ---------------------------------------------------------------------------
+# Pair indexing and Poisson sampling
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", range(2, 31))
+def test_pair_index_bijection_exhaustive(n):
+    i, j = np.triu_indices(n, k=1)
+    p = hashing.pair_index(i, j)
+    m = hashing.n_pairs(n)
+    assert m == len(i) == n * (n - 1) // 2
+    assert np.array_equal(np.sort(p), np.arange(m))  # onto [0, M), no collisions
+    ii, jj = hashing.pair_from_index(np.arange(m))
+    assert np.all((0 <= ii) & (ii < jj) & (jj < n))
+    assert np.array_equal(hashing.pair_index(ii, jj), np.arange(m))
+    back_i, back_j = hashing.pair_from_index(p)
+    assert np.array_equal(back_i, i) and np.array_equal(back_j, j)
+
+
+def test_pair_index_round_trip_large():
+    rng = np.random.default_rng(0)
+    p = np.concatenate([rng.integers(0, 2 ** 50, size=20000), [0, 1, 2, 2 ** 50 - 1]])
+    # include the exact triangular numbers and their neighbours, where float sqrt is at risk
+    t = np.arange(1, 2 ** 25, 9973, dtype=np.int64)
+    p = np.concatenate([p, t * (t - 1) // 2, t * (t - 1) // 2 - 1, t * (t + 1) // 2 - 1]).astype(np.int64)
+    p = p[p >= 0]
+    i, j = hashing.pair_from_index(p)
+    assert np.all((0 <= i) & (i < j))
+    assert np.array_equal(hashing.pair_index(i, j), p)
+    with pytest.raises(ValueError):
+        hashing.pair_index(np.array([3]), np.array([3]))
+
+
+def test_uniform_subset_distinct_and_uniform():
+    rng = np.random.default_rng(1)
+    m, k, reps = 10, 3, 20000
+    counts = np.zeros(m)
+    for _ in range(reps):
+        s = hashing.uniform_subset(m, k, rng)
+        assert len(s) == k == len(np.unique(s)) and s.min() >= 0 and s.max() < m
+        counts[s] += 1
+    expected = reps * k / m
+    assert stats.chisquare(counts, np.full(m, expected)).pvalue > 1e-3
+    for k2 in (0, 7, 10):  # the complement branch and the edges
+        s = hashing.uniform_subset(m, k2, rng)
+        assert len(s) == k2 == len(np.unique(s))
+    with pytest.raises(ValueError, match="k=11"):
+        hashing.uniform_subset(m, 11, rng)
+
+
+def test_poisson_pair_sampling_frequencies():
+    n, q, reps = 8, 0.3, 20000
+    m = hashing.n_pairs(n)
+    rng = np.random.default_rng(2)
+    incl = np.zeros((reps, m), dtype=bool)
+    ks = np.empty(reps)
+    for r in range(reps):
+        i, j = hashing.poisson_pair_sample(n, q, rng)
+        assert np.all((0 <= i) & (i < j) & (j < n))
+        p = hashing.pair_index(i, j)
+        assert len(np.unique(p)) == len(p)
+        incl[r, p] = True
+        ks[r] = len(p)
+    freq = incl.mean(0)
+    sd = np.sqrt(q * (1 - q) / reps)
+    assert np.max(np.abs(freq - q)) < 5 * sd  # each pair's inclusion rate is q
+    assert abs(ks.mean() - m * q) < 5 * np.sqrt(m * q * (1 - q) / reps)  # E K = M q
+    assert abs(ks.var() / (m * q * (1 - q)) - 1) < 0.05  # Var K = M q (1 - q)
+    # independence: joint inclusion of two pairs ~ q^2 (a fixed K would give q (Mq-1)/(M-1))
+    joint = (incl[:, 0] & incl[:, m - 1]).mean()
+    assert abs(joint - q * q) < 5 * np.sqrt(q * q * (1 - q * q) / reps)
+
+
+# ---------------------------------------------------------------------------
+# Per-edge gradients, clipping, sensitivity
+# ---------------------------------------------------------------------------
+
+def small_setup(seed=0, n=12, views=("image", "text")):
+    torch.manual_seed(seed)
+    dims = {"image": 6, "text": 5}
+    model = hashing.DualStreamHasher({v: dims[v] for v in views}, bits=8, hidden=16).eval()
+    feats = {v: torch.randn(n, dims[v]) * 2.0 for v in views}
+    return model, feats
+
+
+def autograd_theta_grad(model, feats, i, j):
+    model.zero_grad()
+    codes = model({v: x[[i, j]] for v, x in feats.items()})
+    theta = hashing._pair_logits({v: h[0:1] for v, h in codes.items()}, {v: h[1:2] for v, h in codes.items()})
+    theta.sum().backward()
+    return {k: p.grad.detach().clone() for k, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("views", [("image", "text"), ("text",)])
+def test_vmap_per_edge_grads_match_autograd(views):
+    model, feats = small_setup(views=views)
+    i = np.array([0, 1, 2, 3, 5, 0, 7])
+    j = np.array([1, 4, 9, 11, 6, 10, 8])
+    g = hashing.per_edge_theta_grads(model, feats, i, j)
+    assert set(g) == {k for k, _ in model.named_parameters()}
+    for e in range(len(i)):
+        ref = autograd_theta_grad(model, feats, int(i[e]), int(j[e]))
+        for k in ref:
+            torch.testing.assert_close(g[k][e], ref[k], atol=1e-5, rtol=1e-5)
+
+
+def test_pair_logits_match_holistic_first_order():
+    """The 2T logits of (i, j) are the (i, j) and (j, i) entries of holistic_loss's logit blocks."""
+    model, feats = small_setup()
+    codes = model(feats)
+    views = list(codes)
+    i, j = np.array([0, 3, 5]), np.array([2, 4, 11])
+    got = hashing._pair_logits({v: h[i] for v, h in codes.items()}, {v: h[j] for v, h in codes.items()})
+    cols = []
+    for a, b in hashing._view_pairs(views):
+        block = 0.5 * codes[a] @ codes[b].T
+        cols += [block[i, j], block[j, i]]
+    torch.testing.assert_close(got, torch.stack(cols, -1))
+    assert got.shape[1] == 6  # (I,I), (I,T), (T,T), two directions each
+
+
+def test_public_private_split_is_exact():
+    """With no clipping and no noise, grad P - sum_edges grad Theta = grad of the full pairwise loss."""
+    model, feats = small_setup()
+    i = np.array([0, 1, 2, 3, 5, 0, 7, 2])
+    j = np.array([1, 4, 9, 11, 6, 10, 8, 3])
+    s = np.array([1, 0, 1, 1, 0, 0, 1, 0], dtype=bool)
+    model.zero_grad()
+    codes = model(feats)
+    lg = hashing._pair_logits({v: h[i] for v, h in codes.items()}, {v: h[j] for v, h in codes.items()})
+    y = torch.from_numpy(s).float()[:, None]
+    (torch.nn.functional.softplus(lg) - y * lg).sum().backward()
+    full = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    codes = model(feats)
+    lg = hashing._pair_logits({v: h[i] for v, h in codes.items()}, {v: h[j] for v, h in codes.items()})
+    torch.nn.functional.softplus(lg).sum().backward()
+    priv, _ = hashing.clip_and_sum(hashing.per_edge_theta_grads(model, feats, i[s], j[s]), clip_norm=1e9)
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(p.grad - priv[k], full[k], atol=1e-5, rtol=1e-5)
+
+
+def flat_norm(d):
+    return float(torch.sqrt(sum((v.double() ** 2).sum() for v in d.values())))
+
+
+@pytest.mark.parametrize("clip_norm", [1e-3, 0.05, 1.0, 100.0])
+def test_clipping_and_add_remove_sensitivity_is_C(clip_norm):
+    model, feats = small_setup(seed=3, n=20)
+    rng = np.random.default_rng(4)
+    i, j = hashing.pair_from_index(hashing.uniform_subset(hashing.n_pairs(20), 15, rng))
+    g = hashing.per_edge_theta_grads(model, feats, i, j)
+    one = [{k: v[e:e + 1] for k, v in g.items()} for e in range(len(i))]
+    for e in range(len(i)):
+        clipped, norm = hashing.clip_and_sum(one[e], clip_norm)
+        assert flat_norm(clipped) <= clip_norm + 1e-6
+        assert flat_norm(clipped) == pytest.approx(min(float(norm[0]), clip_norm), rel=1e-5)
+    full, _ = hashing.clip_and_sum(g, clip_norm)
+    worst = 0.0
+    for e in range(len(i)):  # neighbour: the same batch without edge e
+        keep = np.arange(len(i)) != e
+        without, _ = hashing.clip_and_sum({k: v[keep] for k, v in g.items()}, clip_norm)
+        worst = max(worst, flat_norm({k: full[k] - without[k] for k in full}))
+    assert worst <= clip_norm * (1 + 1e-5)
+    if clip_norm <= 0.05:  # clipping active: the bound is attained
+        assert worst == pytest.approx(clip_norm, rel=1e-4)
+
+
+def test_whole_pair_clipping_under_label_flip_exceeds_C():
+    """Clipping the WHOLE per-pair gradient (sigmoid(theta) - S) grad theta and flipping S:
+    a substitution. The change reaches ~2C, so claiming sensitivity C would be wrong."""
+    model, feats = small_setup(seed=5)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    i, j = np.array([0, 2, 4]), np.array([1, 3, 5])
+    x = {v: torch.stack([t[i], t[j]], 1) for v, t in feats.items()}
+
+    def pair_loss(p, xs, s):
+        codes = torch.func.functional_call(model, p, (xs,))
+        lg = hashing._pair_logits({v: h[0] for v, h in codes.items()}, {v: h[1] for v, h in codes.items()})
+        return (torch.nn.functional.softplus(lg) - s * lg).sum()
+
+    per_pair = torch.func.vmap(torch.func.grad(pair_loss), in_dims=(None, 0, 0))
+    c = 1e-3
+    s0 = torch.tensor([1.0, 0.0, 1.0])
+    s1 = torch.tensor([1.0, 1.0, 1.0])  # pair (2, 3) flipped: 0 -> 1
+    sum0, _ = hashing.clip_and_sum(per_pair(params, x, s0), c)
+    sum1, _ = hashing.clip_and_sum(per_pair(params, x, s1), c)
+    change = flat_norm({k: sum0[k] - sum1[k] for k in sum0})
+    assert change > 1.5 * c  # far above C ...
+    assert change <= 2 * c * (1 + 1e-5)  # ... and within the substitution bound 2C
+    # the split route on the same flip: one clipped private term, at most C
+    g = hashing.per_edge_theta_grads(model, feats, i[1:2], j[1:2])
+    term, _ = hashing.clip_and_sum(g, c)
+    assert flat_norm(term) <= c * (1 + 1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+def planted(n=200, d=32, seed=0):
+    """Two clusters; the signal sits in one feature dimension among d noisy ones."""
+    rng = np.random.default_rng(seed)
+    cluster = np.arange(n) % 2
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    x[:, 0] += np.where(cluster == 1, 1.5, -1.5)
+    lookup = lambda i, j: cluster[i] == cluster[j]  # noqa: E731
+    return x, cluster, lookup
+
+
+def code_auc(model, x, cluster):
+    codes = hashing.encode(model, {"text": x}, device=torch.device("cpu"))["text"].astype(np.float64) * 2 - 1
+    i, j = np.triu_indices(len(x), k=1)
+    sim = (codes[i] * codes[j]).sum(1)
+    pos = cluster[i] == cluster[j]
+    r = stats.rankdata(sim)
+    npos, nneg = pos.sum(), (~pos).sum()
+    return (r[pos].sum() - npos * (npos + 1) / 2) / (npos * nneg)
+
+
+def test_dpsgd_without_noise_learns_planted_clusters(capsys):
+    x, cluster, lookup = planted()
+    kw = dict(bits=16, expected_batch_pairs=512, lr=3e-3, hidden=64, clip_norm=1.0,
+              noise_multiplier=0.0, device=torch.device("cpu"), log_every=50)
+    torch.manual_seed(0)
+    init = hashing.train_dpsgd({"text": x}, lookup, steps=1, noise_source=quiet_source(1), **{**kw, "lr": 0.0})
+    auc0 = code_auc(init, x, cluster)
+    torch.manual_seed(0)
+    model = hashing.train_dpsgd({"text": x}, lookup, steps=150, noise_source=quiet_source(1), **kw)
+    auc = code_auc(model, x, cluster)
+    assert not model.training
+    assert auc > 0.7 and auc > auc0 + 0.1, (auc0, auc)
+    out = capsys.readouterr().out
+    assert "NOT PRIVATE" in out  # noise_multiplier = 0 is flagged
+    assert "dpsgd step   150/150" in out and "edges" not in out  # no un-noised graph statistic logged
+
+
+class SpySource:
+    """Wraps a NoiseSource and counts calls; ``zero`` makes normal() return zeros."""
+
+    def __init__(self, seed, zero=False):
+        self.inner = quiet_source(seed)
+        self.zero = zero
+        self.normal_shapes = []
+        self.randbelow_calls = 0
+
+    def normal(self, shape):
+        self.normal_shapes.append(tuple(shape))
+        out = self.inner.normal(shape)
+        return np.zeros_like(out) if self.zero else out
+
+    def randbelow(self, n):
+        self.randbelow_calls += 1
+        return self.inner.randbelow(n)
+
+    def uniform(self, size):
+        return self.inner.uniform(size)
+
+
+def test_dp_noise_comes_from_noise_source(monkeypatch):
+    x, cluster, lookup = planted(n=40, d=8)
+    kw = dict(bits=8, steps=5, expected_batch_pairs=64, lr=1e-2, hidden=16, clip_norm=0.5,
+              device=torch.device("cpu"), log_every=0)
+
+    def forbidden(*a, **k):
+        raise AssertionError("DP noise must not come from torch's generator")
+
+    for name in ("randn", "normal", "randn_like"):
+        monkeypatch.setattr(torch, name, forbidden)
+
+    spy = SpySource(7)
+    torch.manual_seed(0)
+    noisy = hashing.train_dpsgd({"text": x}, lookup, noise_multiplier=1.3, noise_source=spy, **kw)
+    n_params = sum(p.numel() for p in noisy.parameters())
+    assert spy.normal_shapes == [(n_params,)] * 5  # once per step, every coordinate
+    assert spy.randbelow_calls == 5  # sampling seeded from the source each step
+
+    # zero "noise" from the spy gives exactly the noise-free run: all DP noise passes through normal()
+    spy0 = SpySource(7, zero=True)
+    torch.manual_seed(0)
+    zeroed = hashing.train_dpsgd({"text": x}, lookup, noise_multiplier=1.3, noise_source=spy0, **kw)
+    torch.manual_seed(0)
+    clean = hashing.train_dpsgd({"text": x}, lookup, noise_multiplier=0.0, noise_source=SpySource(7), **kw)
+    for a, b, c in zip(zeroed.parameters(), clean.parameters(), noisy.parameters()):
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, c) for a, c in zip(clean.parameters(), noisy.parameters()))
+
+
+def test_edge_lookup_sees_only_sampled_pairs_and_bad_arguments_fail():
+    x, cluster, lookup = planted(n=30, d=4)
+    seen = []
+
+    def spy_lookup(i, j):
+        seen.append(len(i))
+        assert np.all(i < j)
+        return lookup(i, j)
+
+    kw = dict(bits=8, steps=3, expected_batch_pairs=20, lr=1e-2, hidden=8, clip_norm=1.0, noise_multiplier=1.0,
+              device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
+    hashing.train_dpsgd({"text": x}, spy_lookup, **kw)
+    assert len(seen) == 3 and sum(seen) < 3 * hashing.n_pairs(30) / 4
+    for bad, match in [({"clip_norm": 0.0}, "clip_norm=0.0"), ({"noise_multiplier": -1.0}, "noise_multiplier=-1.0"),
+                       ({"expected_batch_pairs": 10 ** 6}, "expected_batch_pairs=1000000"),
+                       ({"steps": 0}, "steps=0")]:
+        with pytest.raises(ValueError, match=match):
+            hashing.train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+    with pytest.raises(ValueError, match="edge_lookup returned shape"):
+        hashing.train_dpsgd({"text": x}, lambda i, j: np.array([True]), **kw)
