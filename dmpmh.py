@@ -182,17 +182,16 @@ def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource):
 
 
 def run(cfg: Config) -> dict:
-    import hashing  # torch is imported only when a pipeline runs
     validate_config(cfg)
+    timings: dict[str, float] = {}
+    t = stage("load")
+    ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, synthetic_items=cfg.synthetic_items, seed=cfg.seed)
+    import hashing  # torch is imported only once the input is known to be good
     device = hashing.resolve_device(cfg.device)
     print(f"dmpmh: dataset={cfg.dataset} method={cfg.method} epsilon={cfg.epsilon:g} delta={cfg.delta:g} "
           f"D={cfg.max_degree} bits={cfg.bits} device={device}", flush=True)
     hashing.set_seed(cfg.seed)
     source = privacy.NoiseSource(insecure_seed=cfg.insecure_seed)
-    timings: dict[str, float] = {}
-
-    t = stage("load")
-    ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, synthetic_items=cfg.synthetic_items, seed=cfg.seed)
     nq, nt = data.split_sizes(ds.name, ds.n)
     split = data.make_split(ds.n, n_query=cfg.n_query or nq, n_train=cfg.n_train or nt,
                             protocol=cfg.protocol, seed=cfg.seed)
@@ -324,7 +323,7 @@ class AuditConfig:
     delta: float = 1e-5
     max_degree: int = 4           # D of the audited sanitizer
     n_nodes: int = 200            # size of the worst-case audit graph (hubness grows with it)
-    trials: int = 2000            # runs with and without the canary, each
+    trials: int = 5000            # runs with and without the canary, each
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
     alpha: float = 0.05           # one-sided Clopper-Pearson confidence, split over FPR and FNR
     seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)

@@ -12,7 +12,7 @@ public.
 What is released, and how (everything else is post-processing):
   1. ``degrees``    clipped degrees, L2 sensitivity 2                 (Lemma 1, Claim 2)
   2. ``triangles``  per-node triangle counts of the clipped graph,
-                    L2 sensitivity 3*sqrt(2(D-1)^2 + (D-1))           (Lemma 1, Claim 3)
+                    L2 sensitivity sqrt(5)*sqrt(2(D-1)^2 + (D-1))     (Lemma 1, Claim 3)
   3. ``edges``      edge count of the unclipped graph, sensitivity 1   (Claim 4)
   4. ``bilinear``   Z^T S Z of the unclipped adjacency S over public
                     unit-norm rows Z, Frobenius sensitivity 2         (Claim 5)
@@ -123,8 +123,10 @@ def gdp_delta(*, mu: float, epsilon: float) -> float:
     """
     if not mu > 0:
         raise ValueError(f"mu={mu} must be > 0")
-    if epsilon < 0:
+    if not epsilon >= 0:  # also rejects nan
         raise ValueError(f"epsilon={epsilon} must be >= 0")
+    if math.isinf(epsilon):
+        return 0.0
     a = -epsilon / mu
     # e^eps * Phi(x) computed as exp(eps + log Phi(x)) to avoid overflow.
     from scipy.special import log_ndtr
@@ -284,22 +286,34 @@ def degree_sensitivity(*, max_degree: int) -> float:
 def triangle_sensitivity(*, max_degree: int) -> float:
     """Claim 3: L2 sensitivity of per-node triangle counts of the clipped graph.
 
-        Delta_tri(D) = 3 * sqrt(2 (D-1)^2 + (D-1)).
+        Delta_tri(D) = sqrt(5) * s(D),   s(D) = sqrt(2 (D-1)^2 + (D-1)).
 
-    Proof. Toggling one edge (u, v) in a graph H of maximum degree D changes
-    t_u and t_v by c = |N_H(u) & N_H(v)| <= D - 1 each and t_w by 1 for each of
-    the c common neighbours w, and nothing else: the L2 change is
-    sqrt(2c^2 + c) <= sqrt(2(D-1)^2 + (D-1)). By Lemma 1, clip(G') is reached
-    from clip(G) by at most 3 toggles: first the (at most two) removals, each
-    applied to a subgraph of clip(G) (max degree <= D), then the insertion of e,
-    whose result is clip(G') (max degree <= D); the common-neighbour count of
-    the toggled pair is taken in the graph where the edge is present, which has
-    max degree <= D in all three steps. The triangle inequality over the three
-    steps gives the bound. []
+    This is tighter than the triangle-inequality bound 3 s(D) (DESIGN.md).
+
+    Step 1 (one toggle). Toggling one edge (u, v) in a graph H of maximum degree
+    D changes t_u and t_v by c = |N_H(u) & N_H(v)| <= D - 1 each (the common
+    neighbours counted in the graph where the edge is present), t_w by 1 for
+    each of the c common neighbours w, and nothing else. The change vector has
+    a single sign and L2 norm sqrt(2c^2 + c) <= s(D).
+
+    Step 2 (Lemma 1 cases). Let G' = G + e, e = (a, b), H = clip(G), H' = clip(G').
+    (i) e is kept in H'. Then H' = (H - R) + e with R a subset of {(a,x), (b,y)}.
+        Write t(H') - t(H) = r + p with r = t(H - R) - t(H) (the removals, two
+        toggles in subgraphs of H, max degree <= D) and p = t(H') - t(H - R)
+        (adding e; H' has max degree <= D). Every entry of r is <= 0 and every
+        entry of p is >= 0, so |r_w + p_w| <= max(|r_w|, p_w) and
+            ||r + p||^2 <= ||r||^2 + ||p||^2.
+        By Step 1, ||p|| <= s(D); r is a sum of two one-toggle vectors r1, r2
+        with ||r_i|| <= s(D), so ||r||^2 <= 2||r1||^2 + 2||r2||^2 <= 4 s(D)^2.
+        Hence ||t(H') - t(H)|| <= sqrt(5) s(D).
+    (ii) e enters only one of the two lists (say L_a): then e is not kept, and
+        H' = H - R with R a subset of {(a, x)}: one toggle, <= s(D).
+    (iii) e enters neither list: H' = H.
+    Removing an edge is the same with G and G' swapped. []
     """
     _check_D(max_degree)
     D = int(max_degree)
-    return 3.0 * math.sqrt(2 * (D - 1) ** 2 + (D - 1))
+    return math.sqrt(5.0) * math.sqrt(2 * (D - 1) ** 2 + (D - 1))
 
 
 def naive_triangle_sensitivity(*, n_nodes: int) -> float:
@@ -430,16 +444,25 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     """
     if noise not in ("gaussian", "discrete"):
         raise ValueError(f"noise={noise!r}: choose 'gaussian' or 'discrete'")
-    names = [k for k in STATISTICS if shares.get(k, 0) > 0]
     unknown = set(shares) - set(STATISTICS)
     if unknown:
         raise ValueError(f"unknown statistics in shares: {sorted(unknown)}; known: {STATISTICS}")
+    bad = {k: v for k, v in shares.items() if not (v >= 0 and math.isfinite(v))}
+    if bad:
+        raise ValueError(f"budget shares must be finite and >= 0, got {bad}")
+    names = [k for k in STATISTICS if shares.get(k, 0) > 0]
     if not names:
         raise ValueError("shares selects no statistic")
+    z = np.asarray(z, dtype=np.float64)
+    if not np.isfinite(z).all():
+        raise ValueError("public projection z contains NaN or inf; rows must be finite with norm <= 1 "
+                         "(the clip order and the bilinear moments need them)")
     norms = np.linalg.norm(z, axis=1)
     if (norms > 1 + 1e-6).any():
         raise ValueError(f"public projection rows must have norm <= 1 (max {norms.max():.6f}); "
                          "the bilinear sensitivity bound would not hold")
+    # rows within rounding of 1 are scaled back to norm 1 (up to one float64 ulp)
+    z = z / np.maximum(1.0, norms)[:, None]
     nonprivate = math.isinf(epsilon)
     if not nonprivate and not (epsilon > 0):
         raise ValueError(f"epsilon={epsilon} must be > 0")
@@ -454,6 +477,9 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
             "triangles": triangle_sensitivity(max_degree=max_degree) if clip else naive_triangle_sensitivity(n_nodes=n),
             "edges": edge_count_sensitivity(),
             "bilinear": bilinear_sensitivity()}
+    # a statistic with sensitivity 0 does not depend on the graph (triangles at D = 1:
+    # the clipped graph is a matching); it carries no information and is not released
+    names = [k for k in names if sens[k] > 0]
     w = np.array([shares[k] for k in names], dtype=float)
     w = w / w.sum()
     if nonprivate:
@@ -663,7 +689,10 @@ def noisy_mirror_descent(release: Release, support: np.ndarray, q0: np.ndarray, 
         return q0.copy(), {"iterations": 0, "seconds": 0.0, "residual_rms": {}, "chi2": 0.0, "n_measurements": 0}
     tris = list_triangles(support, n_nodes) if "triangles" in stats else np.zeros((0, 3), dtype=np.int64)
     tri_nodes = _triangle_nodes(support, tris)
-    sig = {k: max(release[k].sigma, 1e-9) for k in stats}
+    # epsilon = inf (the NOT PRIVATE reference) has sigma = 0: fit by plain least
+    # squares (unit weights) and run to convergence instead of to a noise level
+    exact = any(release[k].sigma == 0 for k in stats)
+    sig = {k: (release[k].sigma if release[k].sigma > 0 else 1.0) for k in stats}
     target = {k: release[k].noisy for k in stats}
     eps_q = 1e-6
     theta0 = logit(np.clip(q0, eps_q, 1 - eps_q))
@@ -699,7 +728,7 @@ def noisy_mirror_descent(release: Release, support: np.ndarray, q0: np.ndarray, 
         return loss, grad, res
 
     n_meas = sum(len(target[k]) for k in stats)
-    goal = n_meas + 2 * math.sqrt(2 * n_meas)
+    goal = 0.0 if exact else n_meas + 2 * math.sqrt(2 * n_meas)
     theta = theta0.copy()
     loss, grad, res = evaluate(theta)
     eta = step
@@ -711,8 +740,11 @@ def noisy_mirror_descent(release: Release, support: np.ndarray, q0: np.ndarray, 
         cand = theta - eta * grad
         c_loss, c_grad, c_res = evaluate(cand)
         if c_loss <= loss:
+            converged = exact and loss - c_loss <= 1e-9 * max(loss, 1e-12)
             theta, loss, grad, res = cand, c_loss, c_grad, c_res
             eta *= 1.2
+            if converged:
+                break
         else:
             eta *= 0.5
             if eta < 1e-12:

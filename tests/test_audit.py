@@ -11,7 +11,7 @@ import privacy
 
 
 def test_real_mechanism_within_claim():
-    r = dmpmh.run_audit(dmpmh.AuditConfig(trials=2000, broken="none", seed=1), verbose=False)
+    r = dmpmh.run_audit(dmpmh.AuditConfig(trials=5000, broken="none", seed=1), verbose=False)
     assert r["epsilon_lower_bound"] <= r["claimed_epsilon"]
     # the canary is close to worst case: its separation is near the claimed mu
     mu = privacy.gdp_mu(epsilon=1.0, delta=1e-5)
@@ -20,7 +20,7 @@ def test_real_mechanism_within_claim():
 
 @pytest.mark.parametrize("broken", ["understate", "noclip"])
 def test_broken_mechanisms_are_caught(broken):
-    r = dmpmh.run_audit(dmpmh.AuditConfig(trials=2000, broken=broken, seed=2), verbose=False)
+    r = dmpmh.run_audit(dmpmh.AuditConfig(trials=5000, broken=broken, seed=2), verbose=False)
     assert r["epsilon_lower_bound"] > r["claimed_epsilon"], r
     assert privacy.stable_clip.__name__ == "stable_clip"  # the broken clipper was restored
 

@@ -15,6 +15,15 @@ import hashing
 import privacy
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: one thread is faster and immune to a busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def quiet_source(seed):
     return privacy.NoiseSource(insecure_seed=seed, quiet=True)
 
@@ -186,6 +195,48 @@ def test_clipping_and_add_remove_sensitivity_is_C(clip_norm):
         assert worst == pytest.approx(clip_norm, rel=1e-4)
 
 
+@pytest.mark.parametrize("clip_norm", [1e-3, 0.3, 1e6])
+@pytest.mark.parametrize("views", [("image", "text"), ("text",)])
+def test_ghost_clipping_equals_vmap(views, clip_norm):
+    model, feats = small_setup(seed=6, n=15, views=views)
+    rng = np.random.default_rng(7)
+    i, j = hashing.pair_from_index(hashing.uniform_subset(hashing.n_pairs(15), 40, rng))  # items repeat
+    ref, ref_norms = hashing.clip_and_sum(hashing.per_edge_theta_grads(model, feats, i, j), clip_norm)
+    got, norms = hashing.ghost_clipped_edge_sum(model, feats, i, j, clip_norm)
+    torch.testing.assert_close(norms, ref_norms, atol=1e-5, rtol=1e-4)
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], atol=1e-5, rtol=1e-4)
+    chunked = hashing.clipped_edge_sum(model, feats, i, j, clip_norm=clip_norm, method="vmap", chunk_size=7)
+    for k in ref:
+        torch.testing.assert_close(chunked[k], ref[k], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["vmap", "ghost"])
+def test_clipped_sum_drop_one_edge_moves_at_most_C(method):
+    model, feats = small_setup(seed=8, n=20)
+    rng = np.random.default_rng(9)
+    i, j = hashing.pair_from_index(hashing.uniform_subset(hashing.n_pairs(20), 12, rng))
+    c = 0.01
+    full = hashing.clipped_edge_sum(model, feats, i, j, clip_norm=c, method=method)
+    for e in range(len(i)):
+        keep = np.arange(len(i)) != e
+        without = hashing.clipped_edge_sum(model, feats, i[keep], j[keep], clip_norm=c, method=method)
+        assert flat_norm({k: full[k] - without[k] for k in full}) <= c * (1 + 1e-4)
+
+
+def test_ghost_refuses_cnn_and_auto_falls_back_to_vmap():
+    torch.manual_seed(0)
+    model = hashing.DualStreamHasher({"image": 3 * 32 * 32}, bits=8, hidden=16, cnn_views=("image",)).eval()
+    feats = {"image": torch.rand(6, 3 * 32 * 32)}
+    i, j = np.array([0, 2]), np.array([1, 5])
+    with pytest.raises(ValueError, match="MLPEncoder"):
+        hashing.ghost_clipped_edge_sum(model, feats, i, j, 1.0)
+    auto = hashing.clipped_edge_sum(model, feats, i, j, clip_norm=1.0, method="auto")
+    ref, _ = hashing.clip_and_sum(hashing.per_edge_theta_grads(model, feats, i, j), 1.0)
+    for k in ref:
+        torch.testing.assert_close(auto[k], ref[k])
+
+
 def test_whole_pair_clipping_under_label_flip_exceeds_C():
     """Clipping the WHOLE per-pair gradient (sigmoid(theta) - S) grad theta and flipping S:
     a substitution. The change reaches ~2C, so claiming sensitivity C would be wrong."""
@@ -240,19 +291,19 @@ def code_auc(model, x, cluster):
 
 def test_dpsgd_without_noise_learns_planted_clusters(capsys):
     x, cluster, lookup = planted()
-    kw = dict(bits=16, expected_batch_pairs=512, lr=3e-3, hidden=64, clip_norm=1.0,
-              noise_multiplier=0.0, device=torch.device("cpu"), log_every=50)
+    kw = dict(bits=16, expected_batch_pairs=512, lr=1e-2, hidden=64, clip_norm=1.0,
+              noise_multiplier=0.0, device=torch.device("cpu"), log_every=20, chunk_size=512)
     torch.manual_seed(0)
     init = hashing.train_dpsgd({"text": x}, lookup, steps=1, noise_source=quiet_source(1), **{**kw, "lr": 0.0})
     auc0 = code_auc(init, x, cluster)
     torch.manual_seed(0)
-    model = hashing.train_dpsgd({"text": x}, lookup, steps=150, noise_source=quiet_source(1), **kw)
+    model = hashing.train_dpsgd({"text": x}, lookup, steps=40, noise_source=quiet_source(1), **kw)
     auc = code_auc(model, x, cluster)
     assert not model.training
     assert auc > 0.7 and auc > auc0 + 0.1, (auc0, auc)
     out = capsys.readouterr().out
     assert "NOT PRIVATE" in out  # noise_multiplier = 0 is flagged
-    assert "dpsgd step   150/150" in out and "edges" not in out  # no un-noised graph statistic logged
+    assert "dpsgd step    40/40" in out and "edges" not in out  # no un-noised graph statistic logged
 
 
 class SpySource:
@@ -280,7 +331,7 @@ class SpySource:
 def test_dp_noise_comes_from_noise_source(monkeypatch):
     x, cluster, lookup = planted(n=40, d=8)
     kw = dict(bits=8, steps=5, expected_batch_pairs=64, lr=1e-2, hidden=16, clip_norm=0.5,
-              device=torch.device("cpu"), log_every=0)
+              device=torch.device("cpu"), log_every=0, per_edge="vmap")
 
     def forbidden(*a, **k):
         raise AssertionError("DP noise must not come from torch's generator")
@@ -321,8 +372,10 @@ def test_edge_lookup_sees_only_sampled_pairs_and_bad_arguments_fail():
     assert len(seen) == 3 and sum(seen) < 3 * hashing.n_pairs(30) / 4
     for bad, match in [({"clip_norm": 0.0}, "clip_norm=0.0"), ({"noise_multiplier": -1.0}, "noise_multiplier=-1.0"),
                        ({"expected_batch_pairs": 10 ** 6}, "expected_batch_pairs=1000000"),
-                       ({"steps": 0}, "steps=0")]:
+                       ({"steps": 0}, "steps=0"), ({"per_edge": "fast"}, "per_edge='fast'")]:
         with pytest.raises(ValueError, match=match):
             hashing.train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+    with pytest.raises(ValueError, match="noise_source=None"):
+        hashing.train_dpsgd({"text": x}, lookup, **{**kw, "noise_source": None})
     with pytest.raises(ValueError, match="edge_lookup returned shape"):
         hashing.train_dpsgd({"text": x}, lambda i, j: np.array([True]), **kw)

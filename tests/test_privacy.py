@@ -397,7 +397,7 @@ def test_sensitivity_functions_known_values():
     assert P.edge_count_sensitivity() == 1.0
     assert P.bilinear_sensitivity() == 2.0
     for D in range(1, 30):
-        assert P.triangle_sensitivity(max_degree=D) == pytest.approx(3 * math.sqrt(2 * (D - 1) ** 2 + (D - 1)))
+        assert P.triangle_sensitivity(max_degree=D) == pytest.approx(math.sqrt(5) * math.sqrt(2 * (D - 1) ** 2 + (D - 1)))
     assert P.triangle_sensitivity(max_degree=1) == 0.0
     for N in (2, 3, 10, 1000):
         assert P.naive_triangle_sensitivity(n_nodes=N) == pytest.approx(math.sqrt(2 * (N - 2) ** 2 + (N - 2)))
@@ -577,14 +577,12 @@ def test_gdp_delta_rejects_negative_epsilon():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="privacy.py bug: gdp_delta accepts epsilon=nan and returns nan")
 def test_gdp_delta_rejects_nan_epsilon():
     with pytest.raises(ValueError, match="epsilon=nan"):
         P.gdp_delta(mu=1.0, epsilon=math.nan)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-@pytest.mark.xfail(strict=True, reason="privacy.py bug: gdp_delta(epsilon=inf) returns nan instead of 0")
 def test_gdp_delta_at_infinite_epsilon_is_zero():
     assert P.gdp_delta(mu=1.0, epsilon=math.inf) == 0.0
 
@@ -773,9 +771,6 @@ def test_measure_rejects_rows_of_norm_above_one(small_case):
         _measure(adj, z3)
 
 
-@pytest.mark.xfail(strict=True, reason="privacy.py bug: a NaN row in z passes the `norms > 1 + 1e-6` check; "
-                                       "stable_clip then fails with 'could not broadcast input array from shape "
-                                       "(2,) into shape (3,)'")
 def test_measure_rejects_nan_projection_rows(small_case):
     adj, z = small_case
     z2 = z.copy()
@@ -996,9 +991,6 @@ def test_nmd_returns_q0_without_motif_measurements(planted):
     assert np.array_equal(q, q0) and q is not q0 and rep["iterations"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="privacy.py bug: with epsilon=inf sigma is clamped to 1e-9, the gradient "
-                                       "is ~1e18, backtracking halves eta below 1e-12 in 40 steps and NMD returns q0 "
-                                       "unchanged (chi2 ~ 5e21)")
 def test_nmd_with_infinite_epsilon_fits_the_exact_statistics(planted):
     adj, z, support = planted
     n = len(adj)
