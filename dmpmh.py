@@ -30,7 +30,7 @@ import data
 import evaluate
 import privacy
 
-METHODS = ("dmpmh", "nonprivate", "naive")
+METHODS = ("dmpmh", "nonprivate", "naive", "dpsgd", "edgerr")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class Config:
     graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN)
     knn_k: int = 20
     # --- privacy ----------------------------------------------------------
-    method: str = "dmpmh"             # dmpmh | nonprivate | naive
+    method: str = "dmpmh"             # dmpmh | nonprivate | naive | dpsgd | edgerr
     epsilon: float = 1.0              # edge-level epsilon; inf = no noise (a NOT PRIVATE reference)
     delta: float = 1e-6
     max_degree: int = 32              # D, the stable clipping bound
@@ -62,6 +62,7 @@ class Config:
     nmd_prior: float = 1e-3
     # --- hashing ----------------------------------------------------------
     bits: int = 32
+    cnn: bool = True                  # small CNN on raw thumbnails when the dataset gives raw images
     epochs: int = 30
     batch_size: int = 256
     lr: float = 1e-3
@@ -71,6 +72,11 @@ class Config:
     w_alignment: float = 0.5
     w_quantization: float = 0.1
     w_balance: float = 0.1
+    # --- DP-SGD baseline (--method dpsgd) ---------------------------------
+    dpsgd_steps: int = 300
+    dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step
+    dpsgd_clip: float = 1.0           # per-edge clipping norm C
+    dpsgd_lr: float = 1e-3
     # --- run --------------------------------------------------------------
     device: str = "cpu"               # cpu | cuda | auto
     seed: int = 0                     # split, synthetic data, networks (not the DP noise)
@@ -99,6 +105,14 @@ def validate_config(cfg: Config) -> None:
         raise ValueError("epochs, proj_dim and support_k must be >= 1 and batch_size >= 2")
 
 
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
+
+
 def parse_config(argv: list[str]) -> Config:
     """argparse over the Config fields; unknown flags are rejected by argparse (exit 2)."""
     p = argparse.ArgumentParser(prog="dmpmh.py", description=__doc__.split("\n\n")[0],
@@ -110,6 +124,8 @@ def parse_config(argv: list[str]) -> Config:
             p.add_argument(flag, type=int, default=default)
         elif f.type in ("str | None",):
             p.add_argument(flag, type=str, default=default)
+        elif isinstance(default, bool):
+            p.add_argument(flag, type=_bool, default=default, metavar="{true,false}")
         else:
             p.add_argument(flag, type=type(default), default=default)
     ns = p.parse_args(argv)
@@ -166,6 +182,31 @@ class TrueGraphTargets:
         return t
 
 
+def edge_lookup(graph):
+    """Pair -> edge? for DP-SGD (the one baseline that reads the private graph while training)."""
+    if graph._adj is not None:
+        return lambda i, j: graph._adj[i, j]
+    lab = graph._labels
+    return lambda i, j: (lab[i] * lab[j]).sum(1) > 0
+
+
+def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: float, secure: bool) -> str:
+    return "\n".join([
+        f"This run satisfies ({spent:.4g}, {cfg.delta:g})-differential privacy at the edge level (method dpsgd; "
+        f"target epsilon {cfg.epsilon:g}).",
+        f"Dataset: {dataset}. Private graph: '{cfg.graph}' over {n} training items.",
+        "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge.",
+        f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
+        f"rate q = {q:.6g}, the label-dependent part of each sampled edge's gradient clipped to C = "
+        f"{cfg.dpsgd_clip:g} (sensitivity C: one edge adds or removes one clipped term), Gaussian noise with "
+        f"multiplier {sigma:.6g}, from " + ("the operating system's secure random source." if secure
+                                            else "a FIXED SEED (--insecure-seed): NOT SECURE."),
+        "Accounting: Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & Zhang, arXiv 1908.10530, "
+        "Sec. 3.3), composed over steps, converted by Balle et al., arXiv 1905.09982, Thm. 21.",
+        "Released: the trained networks and codes. Node-level privacy is NOT covered.",
+    ]) + "\n"
+
+
 def stage(name: str):
     print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
     return time.perf_counter()
@@ -210,10 +251,26 @@ def run(cfg: Config) -> dict:
         timings["graph"] = time.perf_counter() - t
 
         statement = None
+        targets = None
         if cfg.method == "nonprivate":
             targets = TrueGraphTargets(graph)
             statement = ("NOT PRIVATE: method 'nonprivate' trains on the true private graph with no clipping "
                          "and no noise. It is a reference, and its outputs must not be released.\n")
+        elif cfg.method == "edgerr":
+            t = stage("sanitize: edge randomized response")
+            rr = privacy.edge_randomized_response(graph, epsilon=cfg.epsilon, source=source)
+            targets = rr.targets
+            statement = privacy.randomized_response_statement(rr, dataset=ds.name, graph_kind=cfg.graph,
+                                                              n_nodes=graph.n)
+            timings["sanitize"] = time.perf_counter() - t
+        elif cfg.method == "dpsgd":
+            q = cfg.dpsgd_batch_pairs / (graph.n * (graph.n - 1) / 2)
+            if not 0 < q <= 1:
+                raise ValueError(f"dpsgd_batch_pairs={cfg.dpsgd_batch_pairs} must be in (0, N(N-1)/2]")
+            sigma = privacy.calibrate_noise_multiplier(q=q, steps=cfg.dpsgd_steps, epsilon=cfg.epsilon,
+                                                       delta=cfg.delta)
+            spent = privacy.dpsgd_epsilon(q=q, noise_multiplier=sigma, steps=cfg.dpsgd_steps, delta=cfg.delta)
+            statement = dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure)
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
             release, synth = sanitize(graph, z, cfg, source)
@@ -225,16 +282,25 @@ def run(cfg: Config) -> dict:
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
                     rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
                     ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
-        del graph  # hashing never sees it
-
-        t = stage("distill: train dual-stream hashing networks")
         scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train]) for v in ds.views}
         feats = lambda idx: {v: scalers[v](getattr(ds, v)[idx]) for v in ds.views}  # noqa: E731
-        weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
-                                      cfg.w_quantization, cfg.w_balance)
-        model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
-                                      batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
-                                      weights=weights, device=device)
+        cnn = tuple(v for v in ds.views if v == "image" and ds.raw_images is not None and cfg.cnn)
+        if cfg.method == "dpsgd":
+            t = stage(f"DP-SGD: {cfg.dpsgd_steps} steps, noise multiplier {sigma:.4f}")
+            model = hashing.train_dpsgd(feats(split.train), edge_lookup(graph), bits=cfg.bits,
+                                        steps=cfg.dpsgd_steps, expected_batch_pairs=cfg.dpsgd_batch_pairs,
+                                        lr=cfg.dpsgd_lr, hidden=cfg.hidden, clip_norm=cfg.dpsgd_clip,
+                                        noise_multiplier=sigma, device=device, noise_source=source,
+                                        log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn)
+            del graph
+        else:
+            del graph  # hashing never sees it
+            t = stage("distill: train dual-stream hashing networks")
+            weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
+                                          cfg.w_quantization, cfg.w_balance)
+            model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
+                                          batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
+                                          weights=weights, device=device, cnn_views=cnn)
         timings["train"] = time.perf_counter() - t
 
         t = stage("evaluate")
@@ -446,6 +512,107 @@ def _parse_dataclass(cls, argv: list[str], prog: str):
 
 
 # ---------------------------------------------------------------------------
+# Sweep: methods x epsilon x bits x seeds, resumable
+# ---------------------------------------------------------------------------
+
+@dataclass
+class SweepConfig:
+    methods: str = "dmpmh,naive,edgerr,dpsgd"
+    epsilons: str = "0.5,1,2,4,8"
+    bits: str = "16,32,64"
+    seeds: str = "0,1,2"
+    reference: bool = True        # also run the non-private references (nonprivate, dmpmh at epsilon=inf)
+    out: str = os.path.join("runs", "sweep")
+    extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
+
+
+def sweep_cells(sc: SweepConfig) -> list[dict]:
+    methods = [m for m in sc.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"sweep: unknown method {m!r}; choose from {', '.join(METHODS)}")
+    eps = [float(e) for e in sc.epsilons.split(",") if e]
+    cells = []
+    for b in [int(x) for x in sc.bits.split(",") if x]:
+        for s in [int(x) for x in sc.seeds.split(",") if x]:
+            for m in methods:
+                for e in eps:
+                    cells.append({"method": m, "epsilon": e, "bits": b, "seed": s})
+            if sc.reference:
+                cells.append({"method": "nonprivate", "epsilon": math.inf, "bits": b, "seed": s})
+                cells.append({"method": "dmpmh", "epsilon": math.inf, "bits": b, "seed": s})
+    return cells
+
+
+def _cell_name(c: dict) -> str:
+    return f"{c['method']}_eps{c['epsilon']:g}_b{c['bits']}_s{c['seed']}.json"
+
+
+def sweep_main(argv: list[str]) -> int:
+    sc = _parse_dataclass(SweepConfig, argv, "dmpmh.py sweep")
+    extra = sc.extra.split()
+    base = parse_config(extra)  # validates the extra options early
+    os.makedirs(os.path.join(sc.out, "cells"), exist_ok=True)
+    cells = sweep_cells(sc)
+    done = 0
+    for k, c in enumerate(cells):
+        path = os.path.join(sc.out, "cells", _cell_name(c))
+        if os.path.exists(path):
+            done += 1
+            continue
+        print(f"== sweep cell {k + 1}/{len(cells)}: {c} ({done} already done)", flush=True)
+        cfg = dataclasses.replace(base, method=c["method"], epsilon=c["epsilon"], bits=c["bits"], seed=c["seed"],
+                                  out_dir=os.path.join(sc.out, "runs"))
+        m = run(cfg)
+        record = {**c, "dataset": cfg.dataset, "retrieval": {t: r["map"] for t, r in m["retrieval"].items()},
+                  "retrieval_tie_aware": {t: r["map_tie_aware"] for t, r in m["retrieval"].items()},
+                  "chance_map": m["chance_map"], "attack": m.get("attack"), "run_dir": m["run_dir"]}
+        write_atomic(path, json.dumps(record, indent=1))
+        done += 1
+    write_sweep_tables(sc.out)
+    return 0
+
+
+def write_sweep_tables(out: str) -> None:
+    """Mean +- std over seeds per (method, epsilon, bits, task): Markdown, CSV and a figure."""
+    cells = []
+    folder = os.path.join(out, "cells")
+    for f in sorted(os.listdir(folder)):
+        if f.endswith(".json"):
+            with open(os.path.join(folder, f)) as fh:
+                cells.append(json.load(fh))
+    if not cells:
+        return
+    groups: dict = {}
+    for c in cells:
+        for task, v in c["retrieval"].items():
+            groups.setdefault((c["method"], c["epsilon"], c["bits"], task), []).append(v)
+    rows = sorted(groups, key=lambda k: (k[3], k[2], k[0], k[1]))
+    csv = ["method,epsilon,bits,task,mean_map,std_map,n_seeds"]
+    md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds |", "| --- | --- | --- | --- | --- | --- |"]
+    for key in rows:
+        v = np.array(groups[key])
+        std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std:.4f},{len(v)}")
+        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {v.mean():.4f} ± {std:.4f} | {len(v)} |")
+    write_atomic(os.path.join(out, "results.csv"), "\n".join(csv) + "\n")
+    write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
+    for task in sorted({k[3] for k in rows}):
+        for bits in sorted({k[2] for k in rows}):
+            series = {}
+            for method in sorted({k[0] for k in rows}):
+                pts = sorted((k[1], float(np.mean(groups[k]))) for k in rows
+                             if k[0] == method and k[2] == bits and k[3] == task and math.isfinite(k[1]))
+                if pts:
+                    series[method] = ([p[0] for p in pts], [p[1] for p in pts])
+            if series:
+                name = f"privacy_utility_{task.replace('->', '2')}_{bits}bits.png"
+                evaluate.line_plot(os.path.join(out, name), series, title=f"{task}, {bits} bits",
+                                   xlabel="epsilon", ylabel="mAP@all", xlog=True)
+    print(f"sweep tables: {os.path.join(out, 'results.md')}")
+
+
+# ---------------------------------------------------------------------------
 # Benchmarks (figures are printed; nothing here is a unit test)
 # ---------------------------------------------------------------------------
 
@@ -590,6 +757,8 @@ def main(argv: list[str] | None = None) -> int:
             return audit_main(argv[1:])
         if argv and argv[0] == "bench":
             return bench_main(argv[1:])
+        if argv and argv[0] == "sweep":
+            return sweep_main(argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         cfg = parse_config(argv)

@@ -3,7 +3,10 @@
 This module never sees the private graph or the training labels. It receives
 public features and a target provider ``targets(idx) -> (B, B) array`` built by
 privacy.py from the released synthetic graph (or, for the non-private baseline
-only, from the true graph).
+only, from the true graph). The one exception is ``train_dpsgd``, the edge-level
+DP-SGD baseline: it queries the private graph through ``edge_lookup`` on its
+secret Poisson sample of pairs only, and is accounted separately
+(privacy.dpsgd_epsilon).
 
 Sources:
   * Jiang & Li, "Deep Cross-Modal Hashing", CVPR 2017 (arXiv 1602.02255): the
@@ -12,6 +15,10 @@ Sources:
   * Tang et al., "LINE: Large-scale Information Network Embedding", WWW 2015
     (arXiv 1503.03578): first- vs second-order proximity, which motivates the
     motif term.
+  * DP-SGD baseline: Abadi et al., "Deep Learning with Differential Privacy",
+    arXiv 1607.00133 (Algorithm 1); Mironov, Talwar, Zhang, "Renyi Differential
+    Privacy of the Sampled Gaussian Mechanism", arXiv 1908.10530 (Poisson
+    sampling, add/remove); ghost clipping, Li et al., arXiv 2110.05679.
 
 The holistic loss, per batch of B training items with relaxed codes
 H_img, H_txt in (-1, 1)^{B x bits} and soft targets S in [0, 1]^{B x B}:
