@@ -105,24 +105,24 @@ def make_synthetic(n_items: int, *, seed: int, n_labels: int = 24, n_topics: int
                    image_dim: int = 256, vocab: int = 1000) -> Dataset:
     """Seeded multi-label data with MIRFlickr-like statistics.
 
-    * Label frequencies are skewed (Zipf, exponent 0.9) and correlated through
+    * Label frequencies are skewed (Zipf, exponent 0.9, about 2 labels per item) and correlated through
       ``n_topics`` latent topics; every item has at least one label.
     * Image features: a sum of per-label prototypes plus a topic prototype and
       isotropic noise (signal-to-noise chosen so retrieval is far from perfect).
     * Text: a binary tag bag-of-words; each label owns a peaked tag distribution,
-      mixed with a Zipf background of generic tags, 2-12 tags per item.
+      mixed with a Zipf background of generic tags (80/20), 4-16 tags per item.
     """
     if n_items < 50:
         raise DataError(f"synthetic n_items={n_items} is too small; use at least 50")
     rng = np.random.default_rng(seed)
     base = 1.0 / np.arange(1, n_labels + 1) ** 0.9
-    base = 0.45 * base / base[0]
+    base = 0.25 * base / base[0]
     topic_labels = [rng.choice(n_labels, size=4, replace=False) for _ in range(n_topics)]
     topic = rng.integers(0, n_topics, size=n_items)
     probs = np.tile(base, (n_items, 1))
     for t in range(n_topics):
         rows = topic == t
-        probs[np.ix_(rows, topic_labels[t])] += 0.35
+        probs[np.ix_(rows, topic_labels[t])] += 0.3
     labels = (rng.random((n_items, n_labels)) < np.clip(probs, 0, 0.95)).astype(np.uint8)
     empty = labels.sum(1) == 0
     labels[empty, rng.choice(n_labels, size=int(empty.sum()), p=base / base.sum())] = 1
@@ -136,17 +136,17 @@ def make_synthetic(n_items: int, *, seed: int, n_labels: int = 24, n_topics: int
     # tag distributions: each label has 25 favourite tags; background is Zipf.
     tag_dist = np.full((n_labels, vocab), 1e-3)
     for c in range(n_labels):
-        fav = rng.choice(vocab, size=25, replace=False)
-        tag_dist[c, fav] += rng.dirichlet(np.ones(25)) * 1.0
+        fav = rng.choice(vocab, size=20, replace=False)
+        tag_dist[c, fav] += rng.dirichlet(np.full(20, 0.5))
     tag_dist /= tag_dist.sum(1, keepdims=True)
     background = 1.0 / np.arange(1, vocab + 1) ** 1.1
     background = background[rng.permutation(vocab)]
     background /= background.sum()
     text = np.zeros((n_items, vocab), dtype=np.float32)
-    n_tags = rng.integers(2, 13, size=n_items)
+    n_tags = rng.integers(4, 17, size=n_items)
     for i in range(n_items):
         mix = lab[i] @ tag_dist / lab[i].sum()
-        mix = 0.6 * mix + 0.4 * background
+        mix = 0.8 * mix + 0.2 * background
         text[i, rng.choice(vocab, size=n_tags[i], p=mix)] = 1.0
     return Dataset(name="synthetic", text=text, image=image.astype(np.float32),
                    labels=labels, source=f"synthetic(n_items={n_items}, seed={seed})")

@@ -401,7 +401,7 @@ class _ClippingDisabled:
 
     def __enter__(self):
         self._orig = privacy.stable_clip
-        privacy.stable_clip = lambda graph, order, *, max_degree, block=1024: privacy._all_edges(graph)
+        privacy.stable_clip = lambda graph, order, *, max_degree, block=None: privacy._all_edges(graph)
 
     def __exit__(self, *exc):
         privacy.stable_clip = self._orig

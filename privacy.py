@@ -202,7 +202,12 @@ def calibrate_sigmas(*, epsilon: float, delta: float, sensitivities, shares) -> 
 # ---------------------------------------------------------------------------
 
 
-def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int = 1024) -> np.ndarray:
+def _rows_per_block(n: int, *, bytes_per_entry: int = 8, budget: int = 256 << 20) -> int:
+    """Row-block size so one (block x n) working array stays within ``budget`` bytes."""
+    return int(max(16, min(4096, budget // max(1, n * bytes_per_entry))))
+
+
+def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int | None = None) -> np.ndarray:
     """Edges of the stably clipped graph, as an (m, 2) int64 array with u < v.
 
     Each node u ranks its incident edges by a public total order: decreasing
@@ -228,6 +233,7 @@ def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int = 1024)
         raise ValueError(f"max_degree (D)={max_degree} must be an integer >= 1")
     n = graph.n
     D = int(max_degree)
+    block = block or _rows_per_block(n)
     top = np.full((n, D), -1, dtype=np.int64)
     for s in range(0, n, block):
         adj = graph.rows(s, min(n, s + block))
@@ -374,8 +380,9 @@ def triangles_of(edges: np.ndarray, n: int) -> np.ndarray:
     return np.asarray((a @ a).multiply(a).sum(1)).ravel() / 2.0
 
 
-def _edge_count_and_bilinear(graph, z: np.ndarray, block: int = 2048) -> tuple[float, np.ndarray]:
+def _edge_count_and_bilinear(graph, z: np.ndarray, block: int | None = None) -> tuple[float, np.ndarray]:
     n = graph.n
+    block = block or _rows_per_block(n)
     m = 0.0
     zz = z.astype(np.float64)
     acc = np.zeros((z.shape[1], z.shape[1]))
@@ -544,7 +551,8 @@ def calibrate_rho(*, epsilon: float, delta: float) -> float:
     return lo
 
 
-def _all_edges(graph, block: int = 2048) -> np.ndarray:
+def _all_edges(graph, block: int | None = None) -> np.ndarray:
+    block = block or _rows_per_block(graph.n, bytes_per_entry=1)
     out = []
     for s in range(0, graph.n, block):
         r, c = np.nonzero(graph.rows(s, min(graph.n, s + block)))
@@ -559,11 +567,12 @@ def _all_edges(graph, block: int = 2048) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def public_support(z: np.ndarray, *, k: int, block: int = 2048) -> np.ndarray:
+def public_support(z: np.ndarray, *, k: int, block: int | None = None) -> np.ndarray:
     """Candidate pairs: each node's k most similar nodes by public projection,
     symmetrised (union), as an (m, 2) array with u < v. Public: no graph input."""
     n = len(z)
     k = min(k, n - 1)
+    block = block or _rows_per_block(n, bytes_per_entry=4)
     rows, cols = [], []
     for s in range(0, n, block):
         sim = z[s:s + block] @ z.T
