@@ -207,18 +207,35 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
     ]) + "\n"
 
 
-def stage(name: str):
+def stage(name: str) -> "_Stage":
     print(f"[{time.strftime('%H:%M:%S')}] {name}", flush=True)
-    return time.perf_counter()
+    return _Stage()
 
 
-def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource):
+class _Stage:
+    """Wall time and peak resident memory of one pipeline stage."""
+
+    def __init__(self):
+        _reset_peak()
+        self.t0 = time.perf_counter()
+
+    def done(self) -> dict:
+        return {"seconds": round(time.perf_counter() - self.t0, 3), "peak_mib": round(_vm_hwm_mib(), 1)}
+
+
+def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource, timings: dict | None = None):
     """Clip + measure + synthesize. Returns (release, synthetic graph)."""
+    timings = {} if timings is None else timings
     shares = {"degrees": cfg.share_degrees, "triangles": cfg.share_triangles,
               "edges": cfg.share_edges, "bilinear": cfg.share_bilinear}
+    t = _Stage()
     release = privacy.measure(graph, z, epsilon=cfg.epsilon, delta=cfg.delta, max_degree=cfg.max_degree,
                               shares=shares, source=source, clip=cfg.method != "naive", noise=cfg.noise)
+    timings["clip + measure"] = t.done()
+    t = _Stage()
     synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior)
+    timings["synthesize (semantic fit + NMD)"] = t.done()
+    timings["  of which NMD"] = {"seconds": round(synth.report.get("seconds", 0.0), 3), "peak_mib": None}
     return release, synth
 
 
@@ -240,7 +257,7 @@ def run(cfg: Config) -> dict:
     ds.labels = None  # from here on, labels are reached only through the store
     print(f"  {ds.n} items, views {ds.views}; query {len(split.query)}, train {len(split.train)}, "
           f"database {len(split.database)} ({cfg.protocol})", flush=True)
-    timings["load"] = time.perf_counter() - t
+    timings["load"] = t.done()
 
     rundir = RunDir(cfg)
     try:
@@ -248,7 +265,7 @@ def run(cfg: Config) -> dict:
         graph = data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k)
         z = data.public_projection(ds, split.train, dim=cfg.proj_dim)
         attack_pos, attack_neg = data.attack_pairs(graph, cfg.attack_pairs, seed=cfg.seed)
-        timings["graph"] = time.perf_counter() - t
+        timings["graph"] = t.done()
 
         statement = None
         targets = None
@@ -262,7 +279,7 @@ def run(cfg: Config) -> dict:
             targets = rr.targets
             statement = privacy.randomized_response_statement(rr, dataset=ds.name, graph_kind=cfg.graph,
                                                               n_nodes=graph.n)
-            timings["sanitize"] = time.perf_counter() - t
+            timings["sanitize"] = t.done()
         elif cfg.method == "dpsgd":
             q = cfg.dpsgd_batch_pairs / (graph.n * (graph.n - 1) / 2)
             if not 0 < q <= 1:
@@ -273,10 +290,10 @@ def run(cfg: Config) -> dict:
             statement = dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure)
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
-            release, synth = sanitize(graph, z, cfg, source)
+            release, synth = sanitize(graph, z, cfg, source, timings)
             targets = synth.targets
             statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=cfg.graph, method=cfg.method)
-            timings["sanitize"] = time.perf_counter() - t
+            timings["sanitize"] = t.done()
             rep = synth.report
             if rep.get("residual_rms"):
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
@@ -301,11 +318,15 @@ def run(cfg: Config) -> dict:
             model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
                                           batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
                                           weights=weights, device=device, cnn_views=cnn)
-        timings["train"] = time.perf_counter() - t
+        timings["train"] = t.done()
+        timings["  train per epoch"] = {"seconds": round(timings["train"]["seconds"] / max(cfg.epochs, 1), 3)
+                                        if cfg.method != "dpsgd" else None, "peak_mib": None}
 
-        t = stage("evaluate")
+        t = stage("encode")
         qc = hashing.encode(model, feats(split.query), device=device)
         dc = hashing.encode(model, feats(split.database), device=device)
+        timings["encode"] = t.done()
+        t = stage("evaluate")
         ql = store.for_evaluation(split.query)
         dl = store.for_evaluation(split.database)
         short = {"image": "I", "text": "T"}
@@ -315,6 +336,15 @@ def run(cfg: Config) -> dict:
                 task = f"{short[a]}->{short[b]}"
                 metrics["retrieval"][task] = evaluate.retrieval_report(qc[a], dc[b], ql, dl)
         metrics["chance_map"] = evaluate.chance_map(ql, dl)
+        v0 = ds.views[0]
+        t_r = time.perf_counter()
+        for s in range(0, len(qc[v0]), 256):
+            dist = evaluate.hamming_distances(qc[v0][s:s + 256], dc[v0])
+            np.argsort(dist, axis=1, kind="stable")
+        sec = time.perf_counter() - t_r
+        metrics["retrieval_speed"] = {"queries": len(qc[v0]), "database": len(dc[v0]),
+                                      "bytes_per_code": cfg.bits // 8, "seconds": sec,
+                                      "qps": len(qc[v0]) / max(sec, 1e-9)}
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone
         tc = hashing.encode(model, feats(split.train), device=device)
@@ -327,7 +357,7 @@ def run(cfg: Config) -> dict:
             auc_codes = evaluate.link_attack_auc(tc[v], attack_pos, attack_neg, kind="codes")
             metrics["attack"][short[v]] = {"auc_codes": auc_codes, "auc_public": auc_public,
                                            "advantage": auc_codes - auc_public}
-        timings["evaluate"] = time.perf_counter() - t
+        timings["evaluate"] = t.done()
         metrics["timings_s"] = timings
 
         # ----- write everything, then rename the directory into place
@@ -613,6 +643,59 @@ def write_sweep_tables(out: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Ablation: drop one ingredient at a time (issue 6)
+# ---------------------------------------------------------------------------
+
+ABLATIONS = {
+    "full DMP-MH": {},
+    "- clipping + motif statistics": {"share_degrees": 0.0, "share_triangles": 0.0},
+    "- triangle loss term": {"w_triangle": 0.0},
+    "- semantic statistics": {"share_bilinear": 0.0},
+    "- cross-modal alignment": {"w_alignment": 0.0},
+}
+
+
+@dataclass
+class AblationConfig:
+    seeds: str = "0,1,2"
+    out: str = os.path.join("runs", "ablation")
+    extra: str = ""               # run options shared by every variant, e.g. "--dataset synthetic --epsilon 1"
+
+
+def ablation_main(argv: list[str]) -> int:
+    ac = _parse_dataclass(AblationConfig, argv, "dmpmh.py ablation")
+    base = parse_config(ac.extra.split())
+    os.makedirs(os.path.join(ac.out, "cells"), exist_ok=True)
+    seeds = [int(s) for s in ac.seeds.split(",") if s]
+    results: dict[str, list[dict]] = {}
+    for name, over in ABLATIONS.items():
+        for s in seeds:
+            key = name.strip("- ").replace(" ", "_").replace("+", "and")
+            path = os.path.join(ac.out, "cells", f"{key}_s{s}.json")
+            if not os.path.exists(path):
+                print(f"== ablation: {name}, seed {s}", flush=True)
+                cfg = dataclasses.replace(base, seed=s, out_dir=os.path.join(ac.out, "runs"), **over)
+                m = run(cfg)
+                write_atomic(path, json.dumps({t: r["map"] for t, r in m["retrieval"].items()}))
+            with open(path) as f:
+                results.setdefault(name, []).append(json.load(f))
+    tasks = list(next(iter(results.values()))[0])
+    lines = [f"# Ablation ({base.dataset}, graph {base.graph}, epsilon {base.epsilon:g}, {base.bits} bits, "
+             f"seeds {ac.seeds}); mAP@all, mean ± std", "",
+             "| variant | " + " | ".join(tasks) + " |", "| --- |" + " --- |" * len(tasks)]
+    for name, rs in results.items():
+        cells = []
+        for t in tasks:
+            v = np.array([r[t] for r in rs])
+            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    write_atomic(os.path.join(ac.out, "ablation.md"), text)
+    print(text)
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # Benchmarks (figures are printed; nothing here is a unit test)
 # ---------------------------------------------------------------------------
 
@@ -630,17 +713,14 @@ class BenchConfig:
     epsilon: float = 1.0
     delta: float = 1e-6
     seed: int = 0
+    extra: str = ""               # for --what pipeline: the run options, e.g. "--dataset synthetic"
 
 
 class _Peak:
     """Wall time and peak resident memory of a block (Linux: VmHWM reset through clear_refs)."""
 
     def __enter__(self):
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
+        _reset_peak()
         self.t0 = time.perf_counter()
         return self
 
@@ -648,6 +728,15 @@ class _Peak:
         self.seconds = time.perf_counter() - self.t0
         self.peak_mib = _vm_hwm_mib()
         return False
+
+
+def _reset_peak() -> None:
+    """Reset the kernel's peak-RSS counter (Linux clear_refs '5'); elsewhere peaks are cumulative."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def _vm_hwm_mib() -> float:
@@ -726,6 +815,22 @@ def bench_main(argv: list[str]) -> int:
         for k in keys:
             print(f"  {k:<32} {float(np.median([r[k] for r in rs])):.4g}")
         return 0
+    if bc.what == "pipeline":
+        cfg = parse_config(bc.extra.split())
+        t0 = time.perf_counter()
+        m = run(cfg)
+        total = time.perf_counter() - t0
+        print(f"\n  {'stage':<34} {'seconds':>9} {'peak RSS MiB':>13}")
+        for k, v in m["timings_s"].items():
+            sec = "" if v["seconds"] is None else f"{v['seconds']:.2f}"
+            mem = "" if v["peak_mib"] is None else f"{v['peak_mib']:.0f}"
+            print(f"  {k:<34} {sec:>9} {mem:>13}")
+        print(f"  {'TOTAL (wall)':<34} {total:>9.2f}")
+        r = m.get("retrieval_speed")
+        if r:
+            print(f"  retrieval: {r['queries']} queries x {r['database']} codes, {r['bytes_per_code']} bytes/code "
+                  f"(packed): {r['qps']:.0f} queries/s for Hamming distances + full stable ranking")
+        return 0
     if bc.what in ("sanitize", "scaling"):
         sizes = [bc.n_train] if bc.what == "sanitize" else [int(s) for s in bc.sizes.split(",")]
         print(f"  {'N':>7} {'stage':<34} {'seconds (median)':>17} {'peak RSS MiB':>13}")
@@ -743,7 +848,7 @@ def bench_main(argv: list[str]) -> int:
                   f"{nmd['chi2'] / max(nmd['n_measurements'], 1):.3f}, support {nmd['support_pairs']} pairs, "
                   f"{nmd['support_triangles']} triangles", flush=True)
         return 0
-    raise ValueError(f"bench --what {bc.what!r}: choose sanitize, scaling or map")
+    raise ValueError(f"bench --what {bc.what!r}: choose sanitize, scaling, map or pipeline")
 
 
 # ---------------------------------------------------------------------------
@@ -759,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
             return bench_main(argv[1:])
         if argv and argv[0] == "sweep":
             return sweep_main(argv[1:])
+        if argv and argv[0] == "ablation":
+            return ablation_main(argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         cfg = parse_config(argv)

@@ -96,3 +96,12 @@ def test_sweep_is_resumable(tmp_path, capsys):
     md = (tmp_path / "sw" / "results.md").read_text()
     assert "| I->T | 8 | dmpmh | 1 |" in md
     assert (tmp_path / "sw" / "privacy_utility_I2T_8bits.png").exists()
+
+
+def test_ablation_writes_table(tmp_path):
+    out = tmp_path / "abl"
+    assert dmpmh.main(["ablation", "--seeds", "0", "--out", str(out), "--extra", " ".join(TINY)]) == 0
+    md = (out / "ablation.md").read_text()
+    for name in dmpmh.ABLATIONS:
+        assert f"| {name} |" in md
+    assert len(list((out / "cells").iterdir())) == len(dmpmh.ABLATIONS)
