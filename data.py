@@ -435,7 +435,9 @@ def build_private_graph(labels: LabelStore, train: np.ndarray, *, kind: str = "l
     if kind == "label":
         if n > dense_limit:
             return PrivateGraph(n=n, kind=kind, _labels=lab)
-        adj = (lab @ lab.T) > 0
+        adj = np.empty((n, n), dtype=bool)
+        for s in range(0, n, 1024):  # in row blocks: no N x N float temporary
+            adj[s:s + 1024] = (lab[s:s + 1024] @ lab.T) > 0
         np.fill_diagonal(adj, False)
         return PrivateGraph(n=n, kind=kind, _adj=adj)
     if kind == "knn":

@@ -572,7 +572,7 @@ def public_support(z: np.ndarray, *, k: int, block: int | None = None) -> np.nda
     symmetrised (union), as an (m, 2) array with u < v. Public: no graph input."""
     n = len(z)
     k = min(k, n - 1)
-    block = block or _rows_per_block(n, bytes_per_entry=4)
+    block = block or _rows_per_block(n, bytes_per_entry=24)  # sim, -sim (float32) and argpartition (int64)
     rows, cols = [], []
     for s in range(0, n, block):
         sim = z[s:s + block] @ z.T
@@ -786,7 +786,7 @@ def synthesize(release: Release, z: np.ndarray, *, support_k: int, nmd_iters: in
     support = public_support(z, k=support_k) if has_motif else np.zeros((0, 2), dtype=np.int64)
     report: dict = {}
     if has_motif:
-        q0 = np.clip(c + np.einsum("ij,jk,ik->i", z[support[:, 0]], w, z[support[:, 1]]), 1e-3, 1 - 1e-3)
+        q0 = np.clip(c + ((z[support[:, 0]] @ w) * z[support[:, 1]]).sum(1), 1e-3, 1 - 1e-3)
         if release.max_degree is not None:
             # the clipped graph keeps at most D of each node's edges: start from that scale
             q0 = np.minimum(q0, release.max_degree / max(support_k, 1))

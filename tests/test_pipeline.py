@@ -225,3 +225,12 @@ def test_single_view_real_mirflickr(tmp_path):
     m = dmpmh.run(cfg)
     assert list(m["retrieval"]) == ["T->T"]
     assert m["retrieval"]["T->T"]["map"] > m["chance_map"] + 0.01
+
+
+def test_attack_evaluation_only_behind_not_private_flag(tmp_path, capsys):
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--out-dir", str(tmp_path / "a")]))
+    assert "attack" not in m
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--attack-eval-not-private", "true", "--out-dir", str(tmp_path / "b")]))
+    assert "NOT differentially private" in capsys.readouterr().err
+    for a in m["attack"].values():
+        assert 0 <= a["auc_codes"] <= 1 and a["advantage"] == pytest.approx(a["auc_codes"] - a["auc_public"])
