@@ -58,6 +58,7 @@ class Config:
     insecure_seed: int | None = None  # reproducible DP noise; NOT SECURE, warns every run
     # --- synthesis --------------------------------------------------------
     support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
+    targets: str = "soft"             # soft (synthetic edge probabilities) | calibrated (0/1 at the released density)
     nmd_iters: int = 200
     nmd_prior: float = 1e-3
     # --- hashing ----------------------------------------------------------
@@ -67,6 +68,7 @@ class Config:
     batch_size: int = 256
     lr: float = 1e-3
     hidden: int = 1024
+    feature_norm: str = "standardize"  # standardize (per dimension) | l2 (unit rows, x10) | none
     w_first_order: float = 1.0
     w_triangle: float = 1.0
     w_alignment: float = 0.5
@@ -104,6 +106,10 @@ def validate_config(cfg: Config) -> None:
     for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear"):
         if getattr(cfg, k) < 0:
             raise ValueError(f"{k}={getattr(cfg, k)} must be >= 0")
+    if cfg.targets not in ("soft", "calibrated"):
+        raise ValueError(f"targets={cfg.targets!r}: choose soft or calibrated")
+    if cfg.feature_norm not in ("standardize", "l2", "none"):
+        raise ValueError(f"feature_norm={cfg.feature_norm!r}: choose standardize, l2 or none")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.proj_dim < 1 or cfg.support_k < 1:
         raise ValueError("epochs, proj_dim and support_k must be >= 1 and batch_size >= 2")
 
@@ -316,7 +322,7 @@ def run(cfg: Config) -> dict:
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
             release, synth = sanitize(graph, z, cfg, source, timings)
-            targets = synth.targets
+            targets = synth.targets if cfg.targets == "soft" else synth.calibrated(seed=cfg.seed)
             statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=cfg.graph, method=cfg.method)
             timings["sanitize"] = t.done()
             rep = synth.report
@@ -324,7 +330,7 @@ def run(cfg: Config) -> dict:
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
                     rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
                     ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
-        scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train]) for v in ds.views}
+        scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train], mode=cfg.feature_norm) for v in ds.views}
         feats = lambda idx: {v: scalers[v](getattr(ds, v)[idx]) for v in ds.views}  # noqa: E731
         cnn = tuple(v for v in ds.views if v == "image" and ds.raw_images is not None and cfg.cnn)
         if cfg.method == "dpsgd":
@@ -388,7 +394,7 @@ def run(cfg: Config) -> dict:
                  query_index=split.query, database_index=split.database, bits=cfg.bits)
         import torch
         torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
-                    "scalers": {v: (s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
+                    "scalers": {v: (s.mode, s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
         plot_curves(rundir, metrics)
         print()
         print(statement)

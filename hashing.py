@@ -128,16 +128,27 @@ def holistic_loss(codes: dict[str, torch.Tensor], target: torch.Tensor, w: LossW
 
 @dataclass
 class Standardizer:
-    """Per-dimension mean/std of public training features."""
+    """Input normalisation fitted on public training features.
+
+    ``standardize``: per-dimension mean/std. ``l2``: rows scaled to norm 10 (suits
+    sparse bags of words, where per-dimension std blows rare tags up). ``none``.
+    """
     mean: np.ndarray
     std: np.ndarray
+    mode: str = "standardize"
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> "Standardizer":
-        return cls(x.mean(0), x.std(0) + 1e-6)
+    def fit(cls, x: np.ndarray, mode: str = "standardize") -> "Standardizer":
+        if mode not in ("standardize", "l2", "none"):
+            raise ValueError(f"feature normalisation {mode!r}: choose standardize, l2 or none")
+        return cls(x.mean(0), x.std(0) + 1e-6, mode)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+        if self.mode == "standardize":
+            return ((x - self.mean) / self.std).astype(np.float32)
+        if self.mode == "l2":
+            return (10.0 * x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return np.asarray(x, dtype=np.float32)
 
 
 class DualStreamHasher(nn.Module):
