@@ -325,10 +325,10 @@ def validate(ds: Dataset) -> Dataset:
     lab = ds.labels
     if not np.isin(lab, (0, 1)).all():
         raise DataError("labels must be 0/1")
-    empty = np.flatnonzero(lab.sum(1) == 0)
-    if len(empty):
-        raise DataError(f"{len(empty)} items have no label (first: {empty[:5].tolist()}); relevance is "
-                        "'shares a label', so drop those items from the file first")
+    empty = int((lab.sum(1) == 0).sum())
+    if empty:  # the count only: the indices would say something about (possibly private) labels
+        raise DataError(f"{empty} items have no label; relevance is 'shares a label', so drop those items "
+                        "from the file first (e.g. keep = labels.sum(1) > 0)")
     ds.labels = lab.astype(np.uint8)
     return ds
 
@@ -416,6 +416,12 @@ class PrivateGraph:
         block[np.arange(stop - start), np.arange(start, stop)] = False
         return block
 
+    def has_edge(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Edge indicator for pairs (i, j): for DP-SGD (accounted) and the NOT PRIVATE attack evaluation."""
+        if self._adj is not None:
+            return self._adj[i, j]
+        return (self._labels[i] * self._labels[j]).sum(1) > 0
+
     def dense(self) -> np.ndarray:
         if self._adj is None:
             raise MemoryError(f"the private graph over {self.n} nodes is kept implicit; use rows()")
@@ -468,7 +474,6 @@ def attack_pairs(graph: PrivateGraph, n_pairs: int, *, seed: int) -> tuple[np.nd
     half = max(1, n_pairs // 2)
     pos, neg = [], []
     need_pos, need_neg = half, half
-    rows_cache_block = 4096
     for _ in range(200):
         if need_pos <= 0 and need_neg <= 0:
             break
@@ -476,15 +481,7 @@ def attack_pairs(graph: PrivateGraph, n_pairs: int, *, seed: int) -> tuple[np.nd
         j = rng.integers(0, graph.n, size=4 * half)
         keep = i != j
         i, j = i[keep], j[keep]
-        if graph._adj is not None:
-            lab = graph._adj[i, j]
-        else:
-            lab = np.zeros(len(i), dtype=bool)
-            order = np.argsort(i, kind="stable")
-            for s in range(0, len(order), rows_cache_block):
-                sel = order[s:s + rows_cache_block]
-                rows = graph._labels[i[sel]] @ graph._labels[j[sel]].T
-                lab[sel] = np.diagonal(rows) > 0
+        lab = graph.has_edge(i, j)
         if need_pos > 0:
             p_ = np.stack([i[lab], j[lab]], 1)[:need_pos]
             pos.append(p_)

@@ -87,6 +87,9 @@ class Config:
     # Evaluation with the private graph (link-reconstruction AUC on true edges vs non-edges).
     # Its figures are un-noised statistics of the private graph: research use only.
     attack_eval_not_private: bool = False
+    # Per-stage wall time and peak memory depend weakly on the graph (e.g. its density): a side
+    # channel. They are printed by `bench`, and saved to metrics.json only with this flag.
+    timings_not_private: bool = False
 
 
 def validate_config(cfg: Config) -> None:
@@ -152,11 +155,17 @@ def write_atomic(path: str, content, mode: str = "w") -> None:
     os.replace(tmp, path)
 
 
+def not_private(cfg: Config) -> bool:
+    """Runs whose outputs carry no DP guarantee (references)."""
+    return cfg.method == "nonprivate" or cfg.epsilon == math.inf
+
+
 class RunDir:
     def __init__(self, cfg: Config):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
-        self.final = os.path.join(cfg.out_dir, f"{stamp}-{ds}-{cfg.method}")
+        tag = "-NOT-PRIVATE" if not_private(cfg) else ""
+        self.final = os.path.join(cfg.out_dir, f"{stamp}-{ds}-{cfg.method}{tag}")
         k = 1
         while os.path.exists(self.final):
             k += 1
@@ -207,10 +216,7 @@ def attack_report(model, feats, split, ds, z, pos, neg, device, short) -> dict:
 
 def edge_lookup(graph):
     """Pair -> edge? for DP-SGD (the one baseline that reads the private graph while training)."""
-    if graph._adj is not None:
-        return lambda i, j: graph._adj[i, j]
-    lab = graph._labels
-    return lambda i, j: (lab[i] * lab[j]).sum(1) > 0
+    return graph.has_edge
 
 
 def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: float, secure: bool) -> str:
@@ -339,7 +345,8 @@ def run(cfg: Config) -> dict:
                                         steps=cfg.dpsgd_steps, expected_batch_pairs=cfg.dpsgd_batch_pairs,
                                         lr=cfg.dpsgd_lr, hidden=cfg.hidden, clip_norm=cfg.dpsgd_clip,
                                         noise_multiplier=sigma, device=device, noise_source=source,
-                                        log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn)
+                                        log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
+                                        public_seed=cfg.seed)
             del graph
         else:
             del graph  # hashing never sees it
@@ -382,12 +389,16 @@ def run(cfg: Config) -> dict:
             metrics["attack"] = attack_report(model, feats, split, ds, z, attack_pos, attack_neg, device, short)
         timings["evaluate"] = t.done()
         metrics["timings_s"] = timings
+        metrics["not_private"] = {"outputs": not_private(cfg),
+                                  "metrics_use_training_labels": cfg.protocol == "standard",
+                                  "attack_uses_private_graph": cfg.attack_eval_not_private}
 
 
         # ----- write everything, then rename the directory into place
         write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
         write_atomic(rundir.file("privacy.txt"), statement)
-        write_atomic(rundir.file("metrics.json"), json.dumps(metrics, indent=2))
+        saved = {k: v for k, v in metrics.items() if k != "timings_s" or cfg.timings_not_private}
+        write_atomic(rundir.file("metrics.json"), json.dumps(saved, indent=2))
         write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
         np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
                  **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
@@ -618,7 +629,7 @@ def sweep_main(argv: list[str]) -> int:
         cfg = dataclasses.replace(base, method=c["method"], epsilon=c["epsilon"], bits=c["bits"], seed=c["seed"],
                                   out_dir=os.path.join(sc.out, "runs"))
         m = run(cfg)
-        record = {**c, "dataset": cfg.dataset, "retrieval": {t: r["map"] for t, r in m["retrieval"].items()},
+        record = {**c, "dataset": cfg.dataset, "not_private": m["not_private"], "retrieval": {t: r["map"] for t, r in m["retrieval"].items()},
                   "retrieval_tie_aware": {t: r["map_tie_aware"] for t, r in m["retrieval"].items()},
                   "chance_map": m["chance_map"], "attack": m.get("attack"), "run_dir": m["run_dir"]}
         write_atomic(path, json.dumps(record, indent=1))

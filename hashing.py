@@ -437,6 +437,7 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
                 noise_multiplier: float, device: torch.device, noise_source, log_every: int = 50,
                 per_edge: str = "auto", chunk_size: int = 128, alignment: float = 0.0,
                 quantization: float = 0.0, balance: float = 0.0, cnn_views: tuple[str, ...] = (),
+                public_seed: int = 0,
                 debug_not_private_log: bool = False) -> DualStreamHasher:
     """Edge-level DP-SGD baseline on the pairwise (first-order) likelihood; returns the model (eval mode).
 
@@ -566,10 +567,11 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     denom = n_logits * float(expected_batch_pairs)
     sigma = noise_multiplier * clip_norm
     t0 = time.perf_counter()
+    public_rng = np.random.default_rng(public_seed)  # S' is public: its own stream, unrelated to S
     for step in range(1, steps + 1):
         rng = np.random.Generator(np.random.PCG64(noise_source.randbelow(2 ** 128)))
         si, sj = poisson_pair_sample(n, q, rng)                          # S: secret, Poisson(q)
-        pi, pj = pair_from_index(uniform_subset(m, n_pub, rng))          # S': independent, label-free
+        pi, pj = pair_from_index(uniform_subset(m, n_pub, public_rng))   # S': independent, label-free
 
         # ---- private part: clipped per-edge gradients of Theta over sampled edges, plus noise
         is_edge = np.asarray(edge_lookup(si, sj), dtype=bool)
@@ -614,7 +616,7 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
             msg = (f"  dpsgd step {step:5d}/{steps}  public pairs {n_pub}"
                    f"  label-free loss {float(pub_pair.detach()):.4f}"
                    + "".join(f"  {k} {float(v.detach()):.4f}" for k, v in extra.items())
-                   + f"  noisy grad norm {upd_sq ** 0.5:.4g}  ({time.perf_counter() - t0:.1f}s)")
+                   + f"  noisy grad norm {upd_sq ** 0.5:.4g}")  # no elapsed time: it grows with sampled edges
             if debug_not_private_log:
                 with torch.no_grad():
                     c = model({v: x for v, x in tensors.items()})

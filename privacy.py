@@ -165,7 +165,10 @@ def gdp_mu(*, epsilon: float, delta: float) -> float:
         hi *= 2
         if hi > 1e4:
             raise ValueError(f"epsilon={epsilon} is too large to calibrate with delta={delta}")
-    return float(brentq(lambda m: gdp_delta(mu=m, epsilon=epsilon) - delta, lo, hi, xtol=1e-15, rtol=1e-14))
+    mu = float(brentq(lambda m: gdp_delta(mu=m, epsilon=epsilon) - delta, lo, hi, xtol=1e-15, rtol=1e-14))
+    while gdp_delta(mu=mu, epsilon=epsilon) > delta:  # step to the safe side of the root
+        mu = math.nextafter(mu, 0.0) * (1 - 1e-15)
+    return mu
 
 
 def compose_mu(*, sensitivities, sigmas) -> float:
@@ -470,8 +473,8 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
                          "the bilinear sensitivity bound would not hold")
     # rows within rounding of 1 are scaled back to norm 1 (up to one float64 ulp)
     z = z / np.maximum(1.0, norms)[:, None]
-    nonprivate = math.isinf(epsilon)
-    if not nonprivate and not (epsilon > 0):
+    nonprivate = epsilon == math.inf
+    if not nonprivate and not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon={epsilon} must be > 0")
     if not 0 < delta < 1:
         raise ValueError(f"delta={delta} must be in (0, 1)")
@@ -647,6 +650,10 @@ class SyntheticGraph:
         keep = i != j
         i, j = i[keep], j[keep]
         soft = np.clip(self.c + ((self.z[i] @ self.w) * self.z[j]).sum(1), 0.0, 1.0)
+        if len(self.q):  # the same max(semantic, motif) scores that targets() thresholds
+            if self._q_csr is None:
+                self._q_csr = _csr(self.support, self.n, self.q)
+            soft = np.maximum(soft, np.asarray(self._q_csr[i, j]).ravel())
         tau = float(np.quantile(soft, 1.0 - self.c)) if 0 < self.c < 1 else 0.5
 
         def hard(idx: np.ndarray) -> np.ndarray:
@@ -1593,6 +1600,7 @@ class RandomizedGraph:
     flip: float
     prior: float
     epsilon: float
+    secure: bool = True
 
     def targets(self, idx: np.ndarray) -> np.ndarray:
         p, pi = self.flip, self.prior
@@ -1628,7 +1636,7 @@ def edge_randomized_response(graph, *, epsilon: float, source: NoiseSource, bloc
     m = n * (n - 1) / 2
     observed = float(np.triu(noisy, 1).sum()) / m
     prior = float(np.clip((observed - p) / (1 - 2 * p), 0.0, 1.0))
-    return RandomizedGraph(noisy=noisy, flip=p, prior=prior, epsilon=epsilon)
+    return RandomizedGraph(noisy=noisy, flip=p, prior=prior, epsilon=epsilon, secure=source.secure)
 
 
 def randomized_response_statement(rr: RandomizedGraph, *, dataset: str, graph_kind: str, n_nodes: int) -> str:
@@ -1637,8 +1645,9 @@ def randomized_response_statement(rr: RandomizedGraph, *, dataset: str, graph_ki
         f"Dataset: {dataset}. Private graph: '{graph_kind}' over {n_nodes} training items.",
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge.",
         "Mechanism: randomized response on every pair of training items; each pair's bit is flipped with "
-        f"probability p = 1/(1 + e^epsilon) = {rr.flip:.6g}, using the operating system's secure random source "
-        "unless --insecure-seed was given.",
+        f"probability p = 1/(1 + e^epsilon) = {rr.flip:.6g}, using "
+        + ("the operating system's secure random source." if rr.secure
+           else "a FIXED SEED (--insecure-seed): NOT SECURE."),
         "Released: the randomized adjacency; the density estimate, targets, networks and codes are post-processing.",
         "Node-level privacy (changing one item's labels) is NOT covered.",
     ]) + "\n"

@@ -234,3 +234,11 @@ def test_attack_evaluation_only_behind_not_private_flag(tmp_path, capsys):
     assert "NOT differentially private" in capsys.readouterr().err
     for a in m["attack"].values():
         assert 0 <= a["auc_codes"] <= 1 and a["advantage"] == pytest.approx(a["auc_codes"] - a["auc_public"])
+
+
+def test_not_private_runs_are_marked_and_timings_not_saved(tmp_path):
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--epsilon", "inf", "--out-dir", str(tmp_path)]))
+    assert m["run_dir"].endswith("-synthetic-dmpmh-NOT-PRIVATE")
+    saved = json.load(open(os.path.join(m["run_dir"], "metrics.json")))
+    assert saved["not_private"]["outputs"] is True and "timings_s" not in saved
+    assert open(os.path.join(m["run_dir"], "privacy.txt")).read().startswith("NOT PRIVATE")

@@ -32,3 +32,33 @@ def test_feature_normalisations():
     l2 = hashing.Standardizer.fit(x, mode="l2")(x)
     assert np.allclose(np.linalg.norm(l2, axis=1), 10.0, rtol=1e-5)
     assert np.array_equal(hashing.Standardizer.fit(x, mode="none")(x), x)
+
+
+def test_calibrated_threshold_uses_combined_scores():
+    g = _synthetic_graph(c=0.3)
+    g.support = np.array([[0, 1], [2, 3], [4, 5]])
+    g.q = np.array([0.99, 0.99, 0.99])
+    t = g.calibrated(seed=0)(np.arange(400))
+    assert t[0, 1] == t[2, 3] == t[4, 5] == 1.0
+    assert abs(t[~np.eye(400, dtype=bool)].mean() - 0.3) < 0.02
+
+
+def test_gdp_mu_is_on_the_safe_side():
+    for eps in (0.1, 1.0, 3.0):
+        for delta in (1e-5, 1e-8):
+            mu = privacy.gdp_mu(epsilon=eps, delta=delta)
+            assert privacy.gdp_delta(mu=mu, epsilon=eps) <= delta
+
+
+def test_measure_rejects_minus_infinity():
+    import pytest
+
+    class G:
+        n = 4
+
+        def rows(self, a, b):
+            return np.zeros((b - a, 4), dtype=bool)
+
+    with pytest.raises(ValueError, match="epsilon=-inf"):
+        privacy.measure(G(), np.eye(4), epsilon=-np.inf, delta=1e-5, max_degree=2, shares={"edges": 1.0},
+                        source=privacy.NoiseSource(insecure_seed=0, quiet=True))
