@@ -53,12 +53,12 @@ class Config:
     share_triangles: float = 0.1
     share_edges: float = 0.05
     share_bilinear: float = 0.75
-    proj_dim: int = 64                # r, public projection dimension (bilinear moments are r x r)
+    proj_dim: int = 512               # r, public projection dimension (bilinear moments are r x r)
     noise: str = "gaussian"           # gaussian | discrete
     insecure_seed: int | None = None  # reproducible DP noise; NOT SECURE, warns every run
     # --- synthesis --------------------------------------------------------
     support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
-    targets: str = "soft"             # soft (synthetic edge probabilities) | calibrated (0/1 at the released density)
+    targets: str = "calibrated"       # calibrated (0/1 at the released density) | soft (edge probabilities)
     nmd_iters: int = 200
     nmd_prior: float = 1e-3
     # --- hashing ----------------------------------------------------------
@@ -68,7 +68,7 @@ class Config:
     batch_size: int = 256
     lr: float = 1e-3
     hidden: int = 1024
-    feature_norm: str = "standardize"  # standardize (per dimension) | l2 (unit rows, x10) | none
+    feature_norm: str = "l2"          # l2 (unit rows, x10) | standardize (per dimension) | none
     w_first_order: float = 1.0
     w_triangle: float = 1.0
     w_alignment: float = 0.5

@@ -632,13 +632,16 @@ class SyntheticGraph:
     q: np.ndarray
     report: dict = field(default_factory=dict)
     _q_csr: sparse.csr_matrix | None = field(default=None, repr=False)
+    _zw: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
         return len(self.z)
 
     def semantic(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        return np.clip(self.c + (self.z[rows] @ self.w) @ self.z[cols].T, 0.0, 1.0)
+        if self._zw is None:
+            self._zw = (self.z @ self.w).astype(np.float32)
+        return np.clip(self.c + self._zw[rows] @ self.z[cols].T.astype(np.float32), 0.0, 1.0)
 
     def calibrated(self, *, n_sample: int = 200000, seed: int = 0):
         """Hard 0/1 targets: threshold the soft targets so the fraction of positives equals
