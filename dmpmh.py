@@ -61,6 +61,7 @@ class Config:
     targets: str = "calibrated"       # calibrated (0/1 at the released density) | soft (edge probabilities)
     nmd_iters: int = 200
     nmd_prior: float = 1e-3
+    noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma
     # --- hashing ----------------------------------------------------------
     bits: int = 32
     cnn: bool = True                  # small CNN on raw thumbnails when the dataset gives raw images
@@ -262,7 +263,8 @@ def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource, tim
                               shares=shares, source=source, clip=cfg.method != "naive", noise=cfg.noise)
     timings["clip + measure"] = t.done()
     t = _Stage()
-    synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior)
+    synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior,
+                               noise_ridge=cfg.noise_ridge)
     timings["synthesize (semantic fit + NMD)"] = t.done()
     timings["  of which NMD"] = {"seconds": round(synth.report.get("seconds", 0.0), 3), "peak_mib": None}
     return release, synth

@@ -676,13 +676,19 @@ class SyntheticGraph:
         return t.astype(np.float32)
 
 
-def fit_semantic(release: Release, z: np.ndarray, *, ridge: float = 1e-3) -> tuple[np.ndarray, float]:
-    """Least-squares fit S ~ c (J - I) + Z W Z^T to the noisy edge count and moments.
+def fit_semantic(release: Release, z: np.ndarray, *, ridge: float = 1e-3,
+                 noise_ridge: float = 0.4) -> tuple[np.ndarray, float]:
+    """Ridge least-squares fit S ~ c (J - I) + Z W Z^T to the noisy edge count and moments.
 
     c = m~ / (N(N-1)/2) (density from the noisy edge count). With G = Z^T Z and
     s = Z^T 1, the moments of the centred target are M~ - c (s s^T - G), and the
-    Frobenius least-squares W is (G + rI)^-1 (that) (G + rI)^-1, symmetrised.
-    Pure post-processing of released values and public Z.
+    ridge solution is W = (G + l I)^-1 (that) (G + l I)^-1, symmetrised, with
+    l = ridge * tr(G)/r + noise_ridge * sigma_bilinear: the second term grows with
+    the noise so that low-variance directions of Z, where the noise dominates,
+    are damped (our choice; noise_ridge = 0.4 was picked on the MIRFlickr-25K
+    training graph, split seed 0, by the AUC of the fitted scores; that
+    selection is not covered by the DP guarantee). Pure post-processing of
+    released values and public Z.
     """
     n = len(z)
     zz = z.astype(np.float64)
@@ -696,7 +702,8 @@ def fit_semantic(release: Release, z: np.ndarray, *, ridge: float = 1e-3) -> tup
     g = zz.T @ zz
     s = zz.sum(0)
     target = m - c * (np.outer(s, s) - g)
-    ginv = np.linalg.inv(g + ridge * np.trace(g) / len(g) * np.eye(len(g)))
+    lam = ridge * np.trace(g) / len(g) + noise_ridge * release["bilinear"].sigma
+    ginv = np.linalg.inv(g + lam * np.eye(len(g)))
     w = ginv @ target @ ginv
     return (w + w.T) / 2, c
 
@@ -807,9 +814,9 @@ def _triangle_nodes(edges: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 
 def synthesize(release: Release, z: np.ndarray, *, support_k: int, nmd_iters: int = 200,
-               prior: float = 1e-3, verbose: bool = True) -> SyntheticGraph:
+               prior: float = 1e-3, noise_ridge: float = 0.4, verbose: bool = True) -> SyntheticGraph:
     """Post-process a Release into a SyntheticGraph (semantic fit, then NMD)."""
-    w, c = fit_semantic(release, z)
+    w, c = fit_semantic(release, z, noise_ridge=noise_ridge)
     has_motif = any(k in release.measurements for k in ("degrees", "triangles"))
     support = public_support(z, k=support_k) if has_motif else np.zeros((0, 2), dtype=np.int64)
     report: dict = {}
