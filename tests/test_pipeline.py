@@ -242,3 +242,18 @@ def test_not_private_runs_are_marked_and_timings_not_saved(tmp_path):
     saved = json.load(open(os.path.join(m["run_dir"], "metrics.json")))
     assert saved["not_private"]["outputs"] is True and "timings_s" not in saved
     assert open(os.path.join(m["run_dir"], "privacy.txt")).read().startswith("NOT PRIVATE")
+
+
+def test_raw_thumbnails_train_the_small_cnn(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 240
+    lab = (rng.random((n, 4)) < 0.4).astype(np.uint8)
+    lab[np.arange(n), rng.integers(0, 4, n)] = 1
+    imgs = rng.integers(0, 255, (n, 3, 36, 36)).astype(np.uint8)
+    path = tmp_path / "raw.npz"
+    np.savez(path, image=imgs, text=(rng.random((n, 30)) < 0.2).astype(np.float32), labels=lab)
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--dataset", str(path), "--out-dir", str(tmp_path / "runs")]))
+    import torch
+    state = torch.load(os.path.join(m["run_dir"], "model.pt"), weights_only=False)["state_dict"]
+    assert any(k.startswith("encoders.image.conv") for k in state)     # the CNN stream was used
+    assert set(m["retrieval"]) == {"I->I", "I->T", "T->I", "T->T"}
