@@ -62,3 +62,24 @@ def test_measure_rejects_minus_infinity():
     with pytest.raises(ValueError, match="epsilon=-inf"):
         privacy.measure(G(), np.eye(4), epsilon=-np.inf, delta=1e-5, max_degree=2, shares={"edges": 1.0},
                         source=privacy.NoiseSource(insecure_seed=0, quiet=True))
+
+
+def test_hashers_for_all_code_lengths_and_loss_switches():
+    import torch
+    for bits in (16, 32, 64, 128):
+        m = hashing.DualStreamHasher({"image": 6, "text": 5}, bits, hidden=16, cnn_views=())
+        codes = hashing.encode(m, {"image": np.zeros((3, 6)), "text": np.ones((3, 5))}, device=torch.device("cpu"))
+        assert codes["image"].shape == (3, bits) and set(np.unique(codes["text"])) <= {0, 1}
+    h = {"image": torch.tanh(torch.randn(8, 16)), "text": torch.tanh(torch.randn(8, 16))}
+    t = torch.rand(8, 8)
+    full, parts = hashing.holistic_loss(h, t, hashing.LossWeights())
+    assert set(parts) == {"first_order", "triangle", "alignment", "quantization", "balance"}
+    for term in parts:
+        w = hashing.LossWeights(**{term: 0.0})
+        _, p = hashing.holistic_loss(h, t, w)
+        assert term not in p                     # each term switches off
+    try:
+        hashing.DualStreamHasher({"text": 5}, 12, hidden=4)
+        raise AssertionError("bits=12 accepted")
+    except ValueError as e:
+        assert "bits=12" in str(e)
