@@ -75,6 +75,7 @@ class Config:
     w_alignment: float = 0.5
     w_quantization: float = 0.1
     w_balance: float = 0.1
+    pair_balance: bool = False        # equal weight to positive and negative pairs (sparse graphs)
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
     dpsgd_steps: int = 300
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step
@@ -354,7 +355,7 @@ def run(cfg: Config) -> dict:
             del graph  # hashing never sees it
             t = stage("distill: train dual-stream hashing networks")
             weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
-                                          cfg.w_quantization, cfg.w_balance)
+                                          cfg.w_quantization, cfg.w_balance, cfg.pair_balance)
             model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
                                           batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
                                           weights=weights, device=device, cnn_views=cnn)

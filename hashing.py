@@ -23,7 +23,8 @@ Sources:
 The holistic loss, per batch of B training items with relaxed codes
 H_img, H_txt in (-1, 1)^{B x bits} and soft targets S in [0, 1]^{B x B}:
 
-  first-order  L1 = mean_{a,b in views} BCE(sigmoid(1/2 H_a H_b^T), S)          (DCMH eq. 2 with soft S)
+  first-order  L1 = mean_{a,b in views} BCE(sigmoid(1/2 H_a H_b^T), S)          (DCMH eq. 2 with soft S;
+               with --pair-balance, positives and negatives get equal total weight)
   triangle     L3 = mean((S^ o (S^ S^)/B - S o (S S)/B)^2),  S^ = sigmoid(1/2 Hbar Hbar^T)
   alignment    LA = mean((H_img - H_txt)^2)
   quantization LQ = mean((H - sign(H))^2)
@@ -97,6 +98,18 @@ class LossWeights:
     alignment: float = 0.5
     quantization: float = 0.1
     balance: float = 0.1
+    pair_balance: bool = False   # weight positive and negative pairs equally in the first-order term
+
+
+def _pairwise_bce(logits: torch.Tensor, target: torch.Tensor, balanced: bool) -> torch.Tensor:
+    """BCE with soft targets; ``balanced`` gives the positive and negative parts equal total
+    weight in the batch (for sparse graphs, where 99% of pairs are negatives). Our choice."""
+    if not balanced:
+        return F.binary_cross_entropy_with_logits(logits, target)
+    p = target.mean().clamp(1e-4, 1 - 1e-4)
+    pos = -(target * F.logsigmoid(logits)).mean() / p
+    neg = -((1 - target) * F.logsigmoid(-logits)).mean() / (1 - p)
+    return 0.5 * (pos + neg)
 
 
 def holistic_loss(codes: dict[str, torch.Tensor], target: torch.Tensor, w: LossWeights
@@ -106,7 +119,7 @@ def holistic_loss(codes: dict[str, torch.Tensor], target: torch.Tensor, w: LossW
     parts: dict[str, torch.Tensor] = {}
     zero = target.new_zeros(())
     if w.first_order:
-        terms = [F.binary_cross_entropy_with_logits(0.5 * codes[a] @ codes[b].T, target)
+        terms = [_pairwise_bce(0.5 * codes[a] @ codes[b].T, target, w.pair_balance)
                  for i, a in enumerate(views) for b in views[i:]]
         parts["first_order"] = torch.stack(terms).mean()
     if w.triangle:
