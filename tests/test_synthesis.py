@@ -83,3 +83,17 @@ def test_hashers_for_all_code_lengths_and_loss_switches():
         raise AssertionError("bits=12 accepted")
     except ValueError as e:
         assert "bits=12" in str(e)
+
+
+def test_balanced_pairwise_likelihood():
+    import torch
+    logits = torch.tensor([[2.0, -1.0], [0.5, -3.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    got = hashing._pairwise_bce(logits, target, True)
+    p = 0.25
+    ls = torch.nn.functional.logsigmoid
+    pos = -(ls(torch.tensor(2.0))) / 4 / p
+    neg = -(ls(-torch.tensor([-1.0, 0.5, -3.0]))).sum() / 4 / (1 - p)
+    assert torch.isclose(got, 0.5 * (pos + neg))
+    plain = hashing._pairwise_bce(logits, target, False)
+    assert torch.isclose(plain, torch.nn.functional.binary_cross_entropy_with_logits(logits, target))
