@@ -14,6 +14,7 @@ and targets derived from the released synthetic graph.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -509,7 +510,7 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     if acfg.broken == "understate":  # sigmas 4x too small = calibrated for mu 4x larger
         eps_run = privacy.gdp_epsilon(mu=4 * privacy.gdp_mu(epsilon=acfg.epsilon, delta=acfg.delta), delta=acfg.delta)
     source = privacy.NoiseSource(insecure_seed=acfg.seed + 1, quiet=True)
-    ctx = _ClippingDisabled() if acfg.broken == "noclip" else _NullContext()
+    ctx = _ClippingDisabled() if acfg.broken == "noclip" else contextlib.nullcontext()
 
     def release(g, eps):
         r = privacy.measure(g, z, epsilon=eps, delta=acfg.delta, max_degree=acfg.max_degree,
@@ -548,14 +549,6 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
             "canary_distance_in_sigmas": float(math.sqrt(sum(float(np.sum(diff[k] ** 2)) / sig[k] ** 2
                                                              for k in names))),
             "passes": eps_lb <= acfg.epsilon}
-
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def audit_main(argv: list[str]) -> int:

@@ -97,3 +97,13 @@ def test_balanced_pairwise_likelihood():
     assert torch.isclose(got, 0.5 * (pos + neg))
     plain = hashing._pairwise_bce(logits, target, False)
     assert torch.isclose(plain, torch.nn.functional.binary_cross_entropy_with_logits(logits, target))
+
+
+def test_calibrate_rho_round_trip():
+    for eps in (0.1, 1.0, 4.0):
+        for delta in (1e-5, 1e-8):
+            rho = privacy.calibrate_rho(epsilon=eps, delta=delta)
+            got = privacy.zcdp_to_epsilon(rho, delta=delta)
+            assert got <= eps and abs(got - eps) < 1e-6 * eps
+            # and rho is below the closed-form inverse of the weaker Bun-Steinke bound's epsilon
+            assert privacy.zcdp_to_epsilon_bs16(rho, delta=delta) >= eps
