@@ -739,26 +739,12 @@ class BenchConfig:
     sizes: str = "2500,5000,10000,20000,40000"   # for --what scaling
     repeats: int = 3              # medians over repeats
     max_degree: int = 32
-    proj_dim: int = 64
+    proj_dim: int = Config.proj_dim
     support_k: int = 32
     epsilon: float = 1.0
     delta: float = 1e-6
     seed: int = 0
     extra: str = ""               # for --what pipeline: the run options, e.g. "--dataset synthetic"
-
-
-class _Peak:
-    """Wall time and peak resident memory of a block (Linux: VmHWM reset through clear_refs)."""
-
-    def __enter__(self):
-        _reset_peak()
-        self.t0 = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.perf_counter() - self.t0
-        self.peak_mib = _vm_hwm_mib()
-        return False
 
 
 def _reset_peak() -> None:
@@ -814,23 +800,24 @@ def bench_sanitize(bc: BenchConfig, n_train: int, *, verbose: bool = True) -> di
     source = privacy.NoiseSource()
     shares = {"degrees": 0.1, "triangles": 0.1, "edges": 0.05, "bilinear": 0.75}
     rows = {}
-    with _Peak() as p:
-        graph = data.build_private_graph(store, train, kind="label")
-        z = data.public_projection(ds, train, dim=bc.proj_dim)
-    rows["graph + projection"] = p
-    with _Peak() as p:
-        edges = privacy.stable_clip(graph, z, max_degree=bc.max_degree)
-    rows["clip"] = p
+    t = _Stage()
+    graph = data.build_private_graph(store, train, kind="label")
+    z = data.public_projection(ds, train, dim=bc.proj_dim)
+    rows["graph + projection"] = t.done()
+    t = _Stage()
+    edges = privacy.stable_clip(graph, z, max_degree=bc.max_degree)
+    rows["clip"] = t.done()
     del edges
-    with _Peak() as p:
-        release = privacy.measure(graph, z, epsilon=bc.epsilon, delta=bc.delta, max_degree=bc.max_degree,
-                                  shares=shares, source=source)
-    rows["measure (incl. its own clip)"] = p
-    with _Peak() as p:
-        synth = privacy.synthesize(release, z, support_k=bc.support_k, verbose=False)
-    rows["synthesize (semantic fit + NMD)"] = p
-    out = {k: {"seconds": v.seconds, "peak_mib": v.peak_mib} for k, v in rows.items()}
-    out["sanitize_seconds"] = rows["measure (incl. its own clip)"].seconds + rows["synthesize (semantic fit + NMD)"].seconds
+    t = _Stage()
+    release = privacy.measure(graph, z, epsilon=bc.epsilon, delta=bc.delta, max_degree=bc.max_degree,
+                              shares=shares, source=source)
+    rows["measure (incl. its own clip)"] = t.done()
+    t = _Stage()
+    synth = privacy.synthesize(release, z, support_k=bc.support_k, verbose=False)
+    rows["synthesize (semantic fit + NMD)"] = t.done()
+    out = dict(rows)
+    out["sanitize_seconds"] = (rows["measure (incl. its own clip)"]["seconds"]
+                               + rows["synthesize (semantic fit + NMD)"]["seconds"])
     out["nmd"] = {k: synth.report.get(k) for k in ("iterations", "seconds", "chi2", "n_measurements", "residual_rms",
                                                    "support_pairs", "support_triangles")}
     out["n_train"] = n
