@@ -652,7 +652,11 @@ class SyntheticGraph:
         j = rng.integers(0, self.n, n_sample)
         keep = i != j
         i, j = i[keep], j[keep]
-        soft = np.clip(self.c + ((self.z[i] @ self.w) * self.z[j]).sum(1), 0.0, 1.0)
+        if self._zw is None:
+            self._zw = (self.z @ self.w).astype(np.float32)
+        soft = np.concatenate([(self._zw[i[s:s + 65536]] * self.z[j[s:s + 65536]]).sum(1)
+                               for s in range(0, len(i), 65536)])
+        soft = np.clip(self.c + soft, 0.0, 1.0)
         if len(self.q):  # the same max(semantic, motif) scores that targets() thresholds
             if self._q_csr is None:
                 self._q_csr = _csr(self.support, self.n, self.q)
@@ -821,7 +825,9 @@ def synthesize(release: Release, z: np.ndarray, *, support_k: int, nmd_iters: in
     support = public_support(z, k=support_k) if has_motif else np.zeros((0, 2), dtype=np.int64)
     report: dict = {}
     if has_motif:
-        q0 = np.clip(c + ((z[support[:, 0]] @ w) * z[support[:, 1]]).sum(1), 1e-3, 1 - 1e-3)
+        q0 = np.concatenate([((z[support[s:s + 65536, 0]] @ w) * z[support[s:s + 65536, 1]]).sum(1)
+                             for s in range(0, len(support), 65536)])  # in chunks: O(chunk * r) memory
+        q0 = np.clip(c + q0, 1e-3, 1 - 1e-3)
         if release.max_degree is not None:
             # the clipped graph keeps at most D of each node's edges: start from that scale
             q0 = np.minimum(q0, release.max_degree / max(support_k, 1))
