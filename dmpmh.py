@@ -826,7 +826,8 @@ def bench_sanitize(bc: BenchConfig, n_train: int, *, verbose: bool = True) -> di
 
 def bench_main(argv: list[str]) -> int:
     bc = _parse_dataclass(BenchConfig, argv, "dmpmh.py bench")
-    print(f"bench: {bc.what} on {bc.source}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
+    where = f"run options '{bc.extra}'" if bc.what == "pipeline" else bc.source
+    print(f"bench: {bc.what} on {where}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
     if bc.what == "map":
         rs = [evaluate.benchmark_map(seed=bc.seed + r) for r in range(bc.repeats)]
         keys = [k for k in rs[0] if isinstance(rs[0][k], (int, float))]
