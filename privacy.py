@@ -37,7 +37,11 @@ Choices that are ours, not the paper's (its abstract gives no detail): the
 statistic set above and its default budget shares, the public clip order
 (cosine similarity of public projections, ties by neighbour index), the NMD
 support (public top-K neighbours), the two-layer synthetic graph (dense
-semantic layer + sparse motif layer) and how it becomes targets.
+semantic layer + sparse motif layer), the noise-aware ridge of the semantic
+fit, and how the graph becomes targets (soft scores or calibrated 0/1).
+
+Baselines accounted here too: edge randomized response (Claim 6) and the
+Poisson-subsampled Gaussian RDP accountant for DP-SGD (end of file).
 """
 from __future__ import annotations
 
