@@ -569,7 +569,8 @@ def audit_main(argv: list[str]) -> int:
 def _parse_dataclass(cls, argv: list[str], prog: str):
     p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in dataclasses.fields(cls):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default)
+        kind = _bool if isinstance(f.default, bool) else type(f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default)
     return cls(**vars(p.parse_args(argv)))
 
 

@@ -87,6 +87,7 @@ def test_sweep_is_resumable(tmp_path, capsys):
             "--out", str(tmp_path / "sw"), "--extra", " ".join(TINY)]
     assert dmpmh.main(["sweep", *args]) == 0
     cell = tmp_path / "sw" / "cells" / "dmpmh_eps1_b8_s0.json"
+    assert [p.name for p in (tmp_path / "sw" / "cells").iterdir()] == [cell.name]  # --reference false honoured
     rec = json.loads(cell.read_text())
     assert rec["method"] == "dmpmh" and "I->T" in rec["retrieval"]
     mtime = cell.stat().st_mtime_ns
