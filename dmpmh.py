@@ -607,6 +607,30 @@ def sweep_cells(sc: SweepConfig) -> list[dict]:
     return cells
 
 
+def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:
+    """Make `out/cells/` and record the shared run options in `out/<kind>.json`.
+
+    Finished cells are reused by name (method, epsilon, bits, seed), so a folder must
+    never mix cells made with different run options: resuming with other --extra
+    options is refused (exit code 2) instead of silently averaging two experiments.
+    """
+    manifest = os.path.join(out, f"{kind}.json")
+    cells = os.path.join(out, "cells")
+    if os.path.exists(manifest):
+        with open(manifest) as fh:
+            before = json.load(fh).get("extra")
+        if before != extra:
+            raise ValueError(f"{kind}: {out} holds cells made with --extra '{' '.join(before or [])}', "
+                             f"but this call asks for --extra '{' '.join(extra)}'. Mixing them would average "
+                             f"different experiments: repeat the same --extra to resume, or give another --out.")
+    elif os.path.isdir(cells) and any(f.endswith(".json") for f in os.listdir(cells)):
+        raise ValueError(f"{kind}: {cells} holds cells but {manifest} is missing, so the run options that made "
+                         f"them are unknown; give another --out.")
+    os.makedirs(cells, exist_ok=True)
+    if not os.path.exists(manifest):
+        write_atomic(manifest, json.dumps({"kind": kind, "extra": extra}, indent=1) + "\n")
+
+
 def _cell_name(c: dict) -> str:
     return f"{c['method']}_eps{c['epsilon']:g}_b{c['bits']}_s{c['seed']}.json"
 
@@ -615,8 +639,8 @@ def sweep_main(argv: list[str]) -> int:
     sc = _parse_dataclass(SweepConfig, argv, "dmpmh.py sweep")
     extra = sc.extra.split()
     base = parse_config(extra)  # validates the extra options early
-    os.makedirs(os.path.join(sc.out, "cells"), exist_ok=True)
     cells = sweep_cells(sc)
+    _claim_output_folder(sc.out, "sweep", extra)
     done = 0
     for k, c in enumerate(cells):
         path = os.path.join(sc.out, "cells", _cell_name(c))
@@ -660,6 +684,7 @@ def write_sweep_tables(out: str) -> None:
         md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {v.mean():.4f} ± {std:.4f} | {len(v)} |")
     write_atomic(os.path.join(out, "results.csv"), "\n".join(csv) + "\n")
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
+    write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
     for task in sorted({k[3] for k in rows}):
         for bits in sorted({k[2] for k in rows}):
             series = {}
@@ -673,6 +698,55 @@ def write_sweep_tables(out: str) -> None:
                 evaluate.line_plot(os.path.join(out, name), series, title=f"{task}, {bits} bits",
                                    xlabel="epsilon", ylabel="mAP@all", xlog=True)
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
+
+
+def sweep_summary(cells: list[dict]) -> str:
+    """One table per (task, bits): each private method per epsilon, DMP-MH's retention, its margin.
+
+    reference  = the better mean of the two non-private references (nonprivate, dmpmh at eps = inf);
+    retention  = (mAP - chance) / (reference - chance), chance = mean chance mAP of the seeds' splits;
+    margin     = DMP-MH mean minus the best private baseline's mean at the same epsilon, reported
+                 with margin / max(std of the two), the "margin above 2 std" criterion of issue 7.
+    """
+    groups: dict = {}
+    chance: dict = {}
+    for c in cells:
+        chance.setdefault(c["bits"], []).append(c["chance_map"])
+        for task, v in c["retrieval"].items():
+            groups.setdefault((task, c["bits"], c["method"], c["epsilon"]), []).append(v)
+    stat = {k: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for k, v in groups.items()}
+    lines = ["# Sweep summary", "",
+             "mean ± std over seeds; retention = (mAP - chance) / (reference - chance); margin = DMP-MH minus the",
+             "best private baseline at that epsilon, and that margin divided by the larger of the two stds.", ""]
+    for task, bits in sorted({(k[0], k[1]) for k in stat}):
+        methods = sorted({k[2] for k in stat if k[:2] == (task, bits) and math.isfinite(k[3])},
+                         key=lambda m: (m != "dmpmh", m))
+        eps = sorted({k[3] for k in stat if k[:2] == (task, bits) and math.isfinite(k[3])})
+        refs = [stat[k][0] for k in [(task, bits, "nonprivate", math.inf), (task, bits, "dmpmh", math.inf)] if k in stat]
+        ref = max(refs) if refs else math.nan
+        ch = float(np.mean(chance[bits]))
+        lines += [f"## {task}, {bits} bits (reference {ref:.4f}, chance {ch:.4f})", ""]
+        baselines = [m for m in methods if m != "dmpmh"]
+        head = ["epsilon", *methods, "DMP-MH retention", "best private baseline", "margin", "margin / std"]
+        lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        for e in eps:
+            row = [f"{e:g}"]
+            for m in methods:
+                k = (task, bits, m, e)
+                row.append(f"{stat[k][0]:.4f} ± {stat[k][1]:.4f}" if k in stat else "-")
+            d = stat.get((task, bits, "dmpmh", e))
+            present = [m for m in baselines if (task, bits, m, e) in stat]
+            if d is None or not present:
+                row += ["-", "-", "-", "-"]
+            else:
+                best = max(present, key=lambda m: stat[(task, bits, m, e)][0])
+                b = stat[(task, bits, best, e)]
+                spread = max(d[1], b[1])
+                row += [f"{(d[0] - ch) / (ref - ch):.1%}" if math.isfinite(ref) else "-", best, f"{d[0] - b[0]:+.4f}",
+                        f"{(d[0] - b[0]) / spread:+.1f}" if spread > 0 else "-"]
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -698,7 +772,7 @@ class AblationConfig:
 def ablation_main(argv: list[str]) -> int:
     ac = _parse_dataclass(AblationConfig, argv, "dmpmh.py ablation")
     base = parse_config(ac.extra.split())
-    os.makedirs(os.path.join(ac.out, "cells"), exist_ok=True)
+    _claim_output_folder(ac.out, "ablation", ac.extra.split())
     seeds = [int(s) for s in ac.seeds.split(",") if s]
     results: dict[str, list[dict]] = {}
     for name, over in ABLATIONS.items():

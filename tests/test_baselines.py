@@ -99,6 +99,39 @@ def test_sweep_is_resumable(tmp_path, capsys):
     assert (tmp_path / "sw" / "privacy_utility_I2T_8bits.png").exists()
 
 
+def test_sweep_refuses_to_mix_run_options(tmp_path, capsys):
+    out = tmp_path / "sw"
+    args = ["--methods", "dmpmh", "--epsilons", "1", "--bits", "8", "--seeds", "0", "--reference", "false", "--out", str(out)]
+    assert dmpmh.main(["sweep", *args, "--extra", " ".join(TINY)]) == 0
+    assert json.loads((out / "sweep.json").read_text())["extra"] == TINY
+    capsys.readouterr()
+    # another --extra on the same folder would average two experiments under one cell name
+    assert dmpmh.main(["sweep", *args, "--extra", " ".join(TINY + ["--max-degree", "4"])]) == 2
+    err = capsys.readouterr().err
+    assert "--extra" in err and "another --out" in err and "Traceback" not in err
+    assert sorted(p.name for p in (out / "cells").iterdir()) == ["dmpmh_eps1_b8_s0.json"]
+    # cells without a manifest (unknown options) are not silently reused either
+    (out / "sweep.json").unlink()
+    assert dmpmh.main(["sweep", *args, "--extra", " ".join(TINY)]) == 2
+    assert "missing" in capsys.readouterr().err
+
+
+def test_sweep_summary_margin_and_retention():
+    cells = []
+    for s, (d, n, r) in enumerate([(0.70, 0.60, 0.50), (0.72, 0.62, 0.52), (0.74, 0.64, 0.54)]):
+        for method, eps, v in [("dmpmh", 1.0, d), ("naive", 1.0, n), ("edgerr", 1.0, r),
+                               ("nonprivate", math.inf, 0.80), ("dmpmh", math.inf, 0.78)]:
+            cells.append({"method": method, "epsilon": eps, "bits": 32, "seed": s, "chance_map": 0.4,
+                          "retrieval": {"T->T": v}})
+    md = dmpmh.sweep_summary(cells)
+    assert "## T->T, 32 bits (reference 0.8000, chance 0.4000)" in md
+    row = [ln for ln in md.splitlines() if ln.startswith("| 1 |")][0].split(" | ")
+    # dmpmh first, then baselines alphabetically; retention (0.72 - 0.4) / (0.8 - 0.4) = 80%;
+    # best baseline naive, margin 0.10, std 0.02 each -> 5.0 std
+    assert row[1:4] == ["0.7200 ± 0.0200", "0.5200 ± 0.0200", "0.6200 ± 0.0200"]
+    assert row[4:8] == ["80.0%", "naive", "+0.1000", "+5.0 |"]
+
+
 def test_ablation_writes_table(tmp_path):
     out = tmp_path / "abl"
     assert dmpmh.main(["ablation", "--seeds", "0", "--out", str(out), "--extra", " ".join(TINY)]) == 0

@@ -392,6 +392,25 @@ def test_degrees_of_and_triangles_of_agree_with_dense_references():
     assert compared == 240
 
 
+def test_unclipped_motifs_dense_and_sparse_paths_agree_with_loops(monkeypatch):
+    """The naive baseline's block-BLAS triangle count (dense graphs) and the sparse path are exact."""
+    rng = np.random.default_rng(11)
+    calls = {"sparse": 0}
+    real = P.triangles_of
+    monkeypatch.setattr(P, "triangles_of", lambda e, n: (calls.__setitem__("sparse", calls["sparse"] + 1), real(e, n))[1])
+    for n, p in [(13, 0.6), (40, 0.5), (57, 0.9), (300, 0.01)]:
+        a = np.triu(rng.random((n, n)) < p, 1)
+        a = a | a.T
+        before = calls["sparse"]
+        for block in (None, 5, 16):
+            deg, tri = P.unclipped_motifs(DenseGraph(a), block=block)
+            np.testing.assert_array_equal(deg, a.sum(1))
+            np.testing.assert_array_equal(tri, tri_loops(a.astype(int)))
+        assert (calls["sparse"] > before) == (n == 300)  # only the sparse graph takes the sparse path
+    deg, tri = P.unclipped_motifs(DenseGraph(a), triangles=False)
+    assert tri is None and (deg == a.sum(1)).all()
+
+
 def test_sensitivity_functions_known_values():
     assert P.degree_sensitivity(max_degree=7) == 2.0
     assert P.edge_count_sensitivity() == 1.0
