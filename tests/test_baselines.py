@@ -129,7 +129,13 @@ def test_sweep_summary_margin_and_retention():
     # dmpmh first, then baselines alphabetically; retention (0.72 - 0.4) / (0.8 - 0.4) = 80%;
     # best baseline naive, margin 0.10, std 0.02 each -> 5.0 std
     assert row[1:4] == ["0.7200 ± 0.0200", "0.5200 ± 0.0200", "0.6200 ± 0.0200"]
-    assert row[4:8] == ["80.0%", "naive", "+0.1000", "+5.0 |"]
+    # paired: the per-seed differences are 0.10 every time, so their std is 0 and no ratio is shown
+    assert row[4:9] == ["80.0%", "naive", "+0.1000", "+5.0", "- |"]
+    # perturb one seed: DMP-MH 0.70, 0.72, 0.77 (std 0.0361) against naive 0.60, 0.62, 0.64 (std 0.02):
+    # margin 0.11 -> 0.11 / 0.0361 = 3.1 unpaired; differences 0.10, 0.10, 0.13 (std 0.0173) -> 6.4 paired
+    cells[10]["retrieval"]["T->T"] = 0.77
+    row = [ln for ln in dmpmh.sweep_summary(cells).splitlines() if ln.startswith("| 1 |")][0].split(" | ")
+    assert row[7:9] == ["+3.1", "+6.4 |"]
 
 
 def test_ablation_writes_table(tmp_path):
