@@ -584,16 +584,23 @@ class SweepConfig:
     epsilons: str = "0.5,1,2,4,8"
     bits: str = "16,32,64"
     seeds: str = "0,1,2"
-    reference: bool = True        # also run the non-private references (nonprivate, dmpmh at epsilon=inf)
+    reference: bool = True        # also run the non-private references (see sweep_cells)
     out: str = os.path.join("runs", "sweep")
     extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
 
 
 def sweep_cells(sc: SweepConfig) -> list[dict]:
+    """The (method, epsilon, bits, seed) cells. With ``reference`` three NOT PRIVATE references
+    join each (bits, seed): the holistic loss on the true graph (``nonprivate``), the DMP-MH
+    pipeline without noise (``dmpmh`` at epsilon = inf: clipped, exact statistics), and the same
+    pipeline with neither noise nor clipping (``naive`` at epsilon = inf: exact unclipped statistics)."""
     methods = [m for m in sc.methods.split(",") if m]
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"sweep: unknown method {m!r}; choose from {', '.join(METHODS)}")
+        if m == "nonprivate":
+            raise ValueError("sweep: 'nonprivate' is not a private method and has no epsilon; it is run as a "
+                             "reference with --reference true (the default), so drop it from --methods")
     eps = [float(e) for e in sc.epsilons.split(",") if e]
     cells = []
     for b in [int(x) for x in sc.bits.split(",") if x]:
@@ -604,6 +611,7 @@ def sweep_cells(sc: SweepConfig) -> list[dict]:
             if sc.reference:
                 cells.append({"method": "nonprivate", "epsilon": math.inf, "bits": b, "seed": s})
                 cells.append({"method": "dmpmh", "epsilon": math.inf, "bits": b, "seed": s})
+                cells.append({"method": "naive", "epsilon": math.inf, "bits": b, "seed": s})
     return cells
 
 
@@ -616,6 +624,9 @@ def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:
     """
     manifest = os.path.join(out, f"{kind}.json")
     cells = os.path.join(out, "cells")
+    for other in ("sweep", "ablation"):
+        if other != kind and os.path.exists(os.path.join(out, f"{other}.json")):
+            raise ValueError(f"{kind}: {out} already holds {other} cells (another layout); give another --out.")
     if os.path.exists(manifest):
         with open(manifest) as fh:
             before = json.load(fh).get("extra")
@@ -679,9 +690,9 @@ def write_sweep_tables(out: str) -> None:
     md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds |", "| --- | --- | --- | --- | --- | --- |"]
     for key in rows:
         v = np.array(groups[key])
-        std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std:.4f},{len(v)}")
-        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {v.mean():.4f} ± {std:.4f} | {len(v)} |")
+        std = f"{v.std(ddof=1):.4f}" if len(v) > 1 else ""   # no std from one seed
+        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std},{len(v)}")
+        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {mean_std_text(v)} | {len(v)} |")
     write_atomic(os.path.join(out, "results.csv"), "\n".join(csv) + "\n")
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
@@ -700,12 +711,19 @@ def write_sweep_tables(out: str) -> None:
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
 
 
+def mean_std_text(values) -> str:
+    """'mean ± std' (sample std) over seeds; a single seed has no std, and says so."""
+    v = np.asarray(values, dtype=float)
+    return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f} (1 seed)"
+
+
 def sweep_summary(cells: list[dict]) -> str:
     """One table per (task, bits): each private method per epsilon, DMP-MH's retention, its margin.
 
-    reference  = the better mean of the two non-private references (nonprivate, dmpmh at eps = inf);
+    reference  = the best mean of the non-private references (nonprivate; dmpmh and naive at eps = inf);
     retention  = (mAP - chance) / (reference - chance), chance = mean chance mAP of the seeds' splits;
-    margin     = DMP-MH mean minus the best private baseline's mean at the same epsilon, reported
+    margin     = DMP-MH mean minus the best private baseline's mean at the same epsilon, both over the
+                 seeds the two share (the same splits; the best baseline is picked by its own mean), reported
                  with margin / max(std of the two), the "margin above 2 std" criterion of issue 7,
                  and margin / std of the per-seed differences (paired: seed s gives both methods
                  the same split and, for synthetic data, the same data, so this std excludes the
@@ -721,12 +739,14 @@ def sweep_summary(cells: list[dict]) -> str:
             for k, v in groups.items()}
     lines = ["# Sweep summary", "",
              "mean ± std over seeds; retention = (mAP - chance) / (reference - chance); margin = DMP-MH minus the",
-             "best private baseline at that epsilon, and that margin divided by the larger of the two stds.", ""]
+             "best private baseline at that epsilon over the seeds both ran, and that margin divided by the larger",
+             "of the two stds and by the std of the per-seed differences (paired).", ""]
     for task, bits in sorted({(k[0], k[1]) for k in stat}):
         methods = sorted({k[2] for k in stat if k[:2] == (task, bits) and math.isfinite(k[3])},
                          key=lambda m: (m != "dmpmh", m))
         eps = sorted({k[3] for k in stat if k[:2] == (task, bits) and math.isfinite(k[3])})
-        refs = [stat[k][0] for k in [(task, bits, "nonprivate", math.inf), (task, bits, "dmpmh", math.inf)] if k in stat]
+        refs = [stat[(task, bits, m, math.inf)][0] for m in ("nonprivate", "dmpmh", "naive")
+                if (task, bits, m, math.inf) in stat]
         ref = max(refs) if refs else math.nan
         ch = float(np.mean(chance[bits]))
         lines += [f"## {task}, {bits} bits (reference {ref:.4f}, chance {ch:.4f})", ""]
@@ -738,21 +758,28 @@ def sweep_summary(cells: list[dict]) -> str:
             row = [f"{e:g}"]
             for m in methods:
                 k = (task, bits, m, e)
-                row.append(f"{stat[k][0]:.4f} ± {stat[k][1]:.4f}" if k in stat else "-")
+                row.append(mean_std_text(list(groups[k].values())) if k in stat else "-")
             d = stat.get((task, bits, "dmpmh", e))
             present = [m for m in baselines if (task, bits, m, e) in stat]
+            # retention is defined only when the reference is above chance
+            row.append(f"{(d[0] - ch) / (ref - ch):.1%}" if d is not None and ref > ch else "-")
             if d is None or not present:
-                row += ["-", "-", "-", "-", "-"]
+                row += ["-", "-", "-", "-"]
             else:
                 best = max(present, key=lambda m: stat[(task, bits, m, e)][0])
-                b = stat[(task, bits, best, e)]
-                spread = max(d[1], b[1])
                 ds, bs = groups[(task, bits, "dmpmh", e)], groups[(task, bits, best, e)]
-                diffs = [ds[s] - bs[s] for s in ds if s in bs]
-                paired = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else 0.0
-                row += [f"{(d[0] - ch) / (ref - ch):.1%}" if math.isfinite(ref) else "-", best, f"{d[0] - b[0]:+.4f}",
-                        f"{(d[0] - b[0]) / spread:+.1f}" if spread > 0 else "-",
-                        f"{float(np.mean(diffs)) / paired:+.1f}" if paired > 0 else "-"]
+                shared = sorted(set(ds) & set(bs))  # compare the same splits only
+                if not shared:
+                    row += [best, "-", "-", "-"]
+                else:
+                    dv, bv = np.array([ds[s] for s in shared]), np.array([bs[s] for s in shared])
+                    diffs = dv - bv
+                    margin = float(diffs.mean())
+                    spread = max(float(dv.std(ddof=1)), float(bv.std(ddof=1))) if len(shared) > 1 else 0.0
+                    paired = float(diffs.std(ddof=1)) if len(shared) > 1 else 0.0
+                    tiny = 1e-9 * max(1.0, abs(margin))  # equal differences leave a rounding-level std
+                    row += [best, f"{margin:+.4f}", f"{margin / spread:+.1f}" if spread > tiny else "-",
+                            f"{margin / paired:+.1f}" if paired > tiny else "-"]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -803,7 +830,7 @@ def ablation_main(argv: list[str]) -> int:
         cells = []
         for t in tasks:
             v = np.array([r[t] for r in rs])
-            cells.append(f"{v.mean():.4f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.4f}")
+            cells.append(mean_std_text(v))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     write_atomic(os.path.join(ac.out, "ablation.md"), text)

@@ -214,6 +214,16 @@ def _rows_per_block(n: int, *, bytes_per_entry: int = 8, budget: int = 256 << 20
     return int(max(16, min(4096, budget // max(1, n * bytes_per_entry))))
 
 
+PROGRESS_MIN_ROWS = 50_000  # below this the O(N^2) passes take seconds and stay quiet
+
+
+def _row_progress(label: str, done: int, n: int, step: int) -> None:
+    """Progress line for a long row-block pass: prints only row counters (public: N and the block
+    schedule), about every 10% of the rows, and only when N >= PROGRESS_MIN_ROWS."""
+    if n >= PROGRESS_MIN_ROWS and (done == n or done // max(1, n // 10) != (done - step) // max(1, n // 10)):
+        print(f"    {label}: {done:,}/{n:,} rows", flush=True)
+
+
 def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int | None = None) -> np.ndarray:
     """Edges of the stably clipped graph, as an (m, 2) int64 array with u < v.
 
@@ -262,6 +272,7 @@ def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int | None 
             above = nb[key > kth]
             tied = nb[key == kth]  # nb is sorted, so tied is sorted by index
             top[s + r] = np.concatenate([above, tied[:D - len(above)]])
+        _row_progress("clip", s + b, n, b)
     u = np.repeat(np.arange(n), D)
     v = top.ravel()
     ok = v >= 0
@@ -396,17 +407,26 @@ def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None)
     BLAS over row blocks, O(N^3) flops and O(block * N) memory: for row block I,
     (A^2)[I, :] = sum_J A[I, J] A[J, :]. Exact: every partial sum is an integer
     <= N < 2^24, representable in float32; the row sums are taken in float64.
+    The sparse path works in row blocks too, (A[I] A) .* A[I], so that a graph just
+    below the switch does not hold a near-dense A^2. No progress is printed here:
+    which path runs depends on the private degrees, so its output must not differ.
     """
     n = graph.n
-    block = block or _rows_per_block(n, bytes_per_entry=12)
+    # measured peak ~16 bytes per (row, column) entry for ri, a2, the inner block's float32 copy
+    # and the matmul temporary, plus ~5 for an implicit graph's rows(): budget 21
+    block = block or _rows_per_block(n, bytes_per_entry=21)
     deg = np.zeros(n)
     for s in range(0, n, block):
         deg[s:s + block] = graph.rows(s, min(n, s + block)).sum(1)
     if not triangles:
         return deg, None
-    if float(np.square(deg).sum()) * 64 < float(n) ** 3 or n >= 1 << 24:  # sparse enough
-        return deg, triangles_of(_all_edges(graph), n)
     tri = np.zeros(n)
+    if float(np.square(deg).sum()) * 64 < float(n) ** 3 or n >= 1 << 24:  # sparse enough
+        a = _csr(_all_edges(graph), n)
+        for s in range(0, n, block):
+            ai = a[s:s + block]
+            tri[s:s + ai.shape[0]] = np.asarray((ai @ a).multiply(ai).sum(1)).ravel() / 2.0
+        return deg, tri
     for s in range(0, n, block):
         ri = graph.rows(s, min(n, s + block)).astype(np.float32)
         a2 = np.zeros_like(ri)
@@ -427,6 +447,7 @@ def _edge_count_and_bilinear(graph, z: np.ndarray, block: int | None = None) -> 
         rows = graph.rows(s, min(n, s + block))
         m += float(rows.sum())
         acc += zz[s:s + len(rows)].T @ (rows.astype(np.float32) @ z).astype(np.float64)
+        _row_progress("edge count and bilinear moments", s + len(rows), n, len(rows))
     return m / 2.0, acc
 
 
@@ -622,6 +643,7 @@ def public_support(z: np.ndarray, *, k: int, block: int | None = None) -> np.nda
         idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
         rows.append(np.repeat(np.arange(s, s + len(sim)), k))
         cols.append(idx.ravel())
+        _row_progress("public support", s + len(sim), n, len(sim))
     u, v = np.concatenate(rows), np.concatenate(cols)
     key = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
     return np.stack([key // n, key % n], 1)

@@ -138,6 +138,57 @@ def test_sweep_summary_margin_and_retention():
     assert row[7:9] == ["+3.1", "+6.4 |"]
 
 
+def test_sweep_summary_single_seed_shows_no_std():
+    # one seed has no std: "± 0.0000" would claim a precision nobody measured
+    cells = [{"method": m, "epsilon": 1.0, "bits": 16, "seed": 0, "chance_map": 0.4, "retrieval": {"I->T": v}}
+             for m, v in [("dmpmh", 0.70), ("naive", 0.65)]]
+    row = [ln for ln in dmpmh.sweep_summary(cells).splitlines() if ln.startswith("| 1 |")][0].split(" | ")
+    assert row[1:3] == ["0.7000 (1 seed)", "0.6500 (1 seed)"]
+    assert row[4:8] == ["naive", "+0.0500", "-", "- |"]
+    assert dmpmh.mean_std_text([0.5, 0.7]) == "0.6000 ± 0.1414"
+
+
+def test_sweep_references_include_the_pipeline_without_noise_or_clipping():
+    sc = dmpmh.SweepConfig(methods="dmpmh", epsilons="1", bits="32", seeds="0")
+    refs = [(c["method"], c["epsilon"]) for c in dmpmh.sweep_cells(sc) if c["epsilon"] == math.inf]
+    # issue 6: "the same pipeline with no noise and no clipping" is naive synthesis at epsilon = inf
+    assert refs == [("nonprivate", math.inf), ("dmpmh", math.inf), ("naive", math.inf)]
+    cells = [{"method": m, "epsilon": e, "bits": 32, "seed": 0, "chance_map": 0.4, "retrieval": {"T->T": v}}
+             for m, e, v in [("dmpmh", 1.0, 0.7), ("nonprivate", math.inf, 0.75), ("dmpmh", math.inf, 0.76),
+                             ("naive", math.inf, 0.80)]]
+    md = dmpmh.sweep_summary(cells)
+    assert "(reference 0.8000, chance 0.4000)" in md  # the best of the three
+    assert "| 75.0% |" in md  # (0.7 - 0.4) / (0.8 - 0.4)
+
+
+def test_sweep_summary_edge_cases():
+    cell = lambda m, e, s, v, ch=0.4: {"method": m, "epsilon": e, "bits": 8, "seed": s, "chance_map": ch,
+                                       "retrieval": {"T->T": v}}
+    row = lambda md: [ln for ln in md.splitlines() if ln.startswith("| 1 |")][0].split(" | ")
+    # equal per-seed differences that float rounding makes unequal: no absurd paired ratio
+    cells = [cell("dmpmh", 1.0, s, d) for s, d in enumerate((0.8, 0.5, 0.3))]
+    cells += [cell("naive", 1.0, s, b) for s, b in enumerate((0.7, 0.4, 0.2))]
+    assert row(dmpmh.sweep_summary(cells))[5:8] == ["+0.1000", "+0.4", "- |"]
+    # uneven seeds: the margin compares the shared seeds (0 and 1) only
+    cells = [cell("dmpmh", 1.0, s, v) for s, v in [(0, 0.60), (1, 0.62), (2, 0.90)]]
+    cells += [cell("naive", 1.0, s, v) for s, v in [(0, 0.50), (1, 0.54)]]
+    assert row(dmpmh.sweep_summary(cells))[5] == "+0.0900"
+    # a reference at chance: retention undefined, not a crash
+    cells = [cell("dmpmh", 1.0, 0, 0.5), cell("dmpmh", math.inf, 0, 0.4), cell("naive", 1.0, 0, 0.45)]
+    assert row(dmpmh.sweep_summary(cells))[3] == "-"
+
+
+def test_sweep_rejects_nonprivate_as_a_method_and_foreign_folders(tmp_path, capsys):
+    with pytest.raises(ValueError, match="not a private method"):
+        dmpmh.sweep_cells(dmpmh.SweepConfig(methods="dmpmh,nonprivate"))
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "ablation.json").write_text('{"kind": "ablation", "extra": []}')
+    assert dmpmh.main(["sweep", "--methods", "dmpmh", "--epsilons", "1", "--bits", "8", "--seeds", "0",
+                       "--out", str(out), "--extra", " ".join(TINY)]) == 2
+    assert "already holds ablation cells" in capsys.readouterr().err
+
+
 def test_ablation_writes_table(tmp_path):
     out = tmp_path / "abl"
     assert dmpmh.main(["ablation", "--seeds", "0", "--out", str(out), "--extra", " ".join(TINY)]) == 0

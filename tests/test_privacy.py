@@ -396,8 +396,8 @@ def test_unclipped_motifs_dense_and_sparse_paths_agree_with_loops(monkeypatch):
     """The naive baseline's block-BLAS triangle count (dense graphs) and the sparse path are exact."""
     rng = np.random.default_rng(11)
     calls = {"sparse": 0}
-    real = P.triangles_of
-    monkeypatch.setattr(P, "triangles_of", lambda e, n: (calls.__setitem__("sparse", calls["sparse"] + 1), real(e, n))[1])
+    real = P._all_edges  # only the sparse path lists the edges
+    monkeypatch.setattr(P, "_all_edges", lambda g: (calls.__setitem__("sparse", calls["sparse"] + 1), real(g))[1])
     for n, p in [(13, 0.6), (40, 0.5), (57, 0.9), (300, 0.01)]:
         a = np.triu(rng.random((n, n)) < p, 1)
         a = a | a.T
@@ -1057,3 +1057,40 @@ def test_synthesize_end_to_end(planted):
     same = (z[idx] @ z[idx].T) > 0.5
     off = ~np.eye(len(idx), dtype=bool)
     assert t[same & off].mean() > t[~same & off].mean()
+
+
+def test_long_row_passes_print_progress_only_for_large_graphs(monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    a = np.triu(rng.random((40, 40)) < 0.3, 1)
+    g = DenseGraph(a | a.T)
+    order = rng.normal(size=(40, 4))
+    expected = P.stable_clip(g, order, max_degree=3, block=1)
+    assert capsys.readouterr().out == ""  # small graphs stay quiet
+    monkeypatch.setattr(P, "PROGRESS_MIN_ROWS", 10)
+    edges = P.stable_clip(g, order, max_degree=3, block=1)
+    np.testing.assert_array_equal(edges, expected)
+    # one block per row, but a line only every 10% of the rows
+    assert capsys.readouterr().out.splitlines() == [f"    clip: {k}/40 rows" for k in range(4, 41, 4)]
+    P.public_support(order, k=3, block=7)  # blocks end at 7, 14, ..., 35, 40
+    assert capsys.readouterr().out.splitlines() == [f"    public support: {k}/40 rows" for k in (7, 14, 21, 28, 35, 40)]
+    # which triangle path the naive baseline takes depends on the private density: it prints nothing
+    for p in (0.05, 0.9):
+        b = np.triu(rng.random((40, 40)) < p, 1)
+        P.unclipped_motifs(DenseGraph(b | b.T), block=3)
+        assert capsys.readouterr().out == ""
+
+
+def test_measure_without_clipping_at_epsilon_inf_releases_the_exact_unclipped_statistics():
+    rng = np.random.default_rng(5)
+    for p in (0.1, 0.7):  # the sparse and the dense triangle path
+        a = np.triu(rng.random((30, 30)) < p, 1)
+        a = a | a.T
+        z = rng.normal(size=(30, 6))
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        rel = P.measure(DenseGraph(a), z, epsilon=math.inf, delta=1e-6, max_degree=None, clip=False,
+                        shares={"degrees": 0.1, "triangles": 0.1, "edges": 0.05, "bilinear": 0.75},
+                        source=P.NoiseSource(insecure_seed=0, quiet=True))
+        np.testing.assert_array_equal(rel["degrees"].noisy, a.sum(1))
+        np.testing.assert_array_equal(rel["triangles"].noisy, tri_loops(a.astype(int)))
+        assert rel["edges"].noisy[0] == a.sum() / 2
+        np.testing.assert_allclose(rel["bilinear"].noisy, z.T @ a @ z, atol=1e-9)
