@@ -589,6 +589,20 @@ class SweepConfig:
     extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
 
 
+def parse_list(option: str, text: str, kind=int, *, minimum=None, example: str = "0,1,2") -> list:
+    """Comma-separated numbers of one option, with an error that names the option."""
+    try:
+        values = [kind(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{option} '{text}' must be comma-separated {'integers' if kind is int else 'numbers'}, "
+                         f"for example {example}") from None
+    if not values:
+        raise ValueError(f"{option} is empty; give at least one value")
+    if minimum is not None and min(values) < minimum:
+        raise ValueError(f"{option} '{text}': every value must be >= {minimum}")
+    return values
+
+
 def sweep_cells(sc: SweepConfig) -> list[dict]:
     """The (method, epsilon, bits, seed) cells. With ``reference`` three NOT PRIVATE references
     join each (bits, seed): the holistic loss on the true graph (``nonprivate``), the DMP-MH
@@ -601,10 +615,12 @@ def sweep_cells(sc: SweepConfig) -> list[dict]:
         if m == "nonprivate":
             raise ValueError("sweep: 'nonprivate' is not a private method and has no epsilon; it is run as a "
                              "reference with --reference true (the default), so drop it from --methods")
-    eps = [float(e) for e in sc.epsilons.split(",") if e]
+    if not methods:
+        raise ValueError("sweep: --methods is empty; give at least one of dmpmh, naive, edgerr, dpsgd")
+    eps = parse_list("--epsilons", sc.epsilons, float, example="0.5,1,2")
     cells = []
-    for b in [int(x) for x in sc.bits.split(",") if x]:
-        for s in [int(x) for x in sc.seeds.split(",") if x]:
+    for b in parse_list("--bits", sc.bits, example="16,32,64"):
+        for s in parse_list("--seeds", sc.seeds, minimum=0):
             for m in methods:
                 for e in eps:
                     cells.append({"method": m, "epsilon": e, "bits": b, "seed": s})
@@ -651,6 +667,9 @@ def sweep_main(argv: list[str]) -> int:
     extra = sc.extra.split()
     base = parse_config(extra)  # validates the extra options early
     cells = sweep_cells(sc)
+    for c in cells:  # every cell's settings are checked before anything is written
+        validate_config(dataclasses.replace(base, method=c["method"], epsilon=c["epsilon"], bits=c["bits"],
+                                            seed=c["seed"]))
     _claim_output_folder(sc.out, "sweep", extra)
     done = 0
     for k, c in enumerate(cells):
@@ -808,8 +827,8 @@ class AblationConfig:
 def ablation_main(argv: list[str]) -> int:
     ac = _parse_dataclass(AblationConfig, argv, "dmpmh.py ablation")
     base = parse_config(ac.extra.split())
+    seeds = parse_list("--seeds", ac.seeds, minimum=0)
     _claim_output_folder(ac.out, "ablation", ac.extra.split())
-    seeds = [int(s) for s in ac.seeds.split(",") if s]
     results: dict[str, list[dict]] = {}
     for name, over in ABLATIONS.items():
         for s in seeds:
@@ -938,6 +957,12 @@ def bench_sanitize(bc: BenchConfig, n_train: int, *, verbose: bool = True) -> di
 
 def bench_main(argv: list[str]) -> int:
     bc = _parse_dataclass(BenchConfig, argv, "dmpmh.py bench")
+    if bc.what not in ("sanitize", "scaling", "map", "pipeline"):
+        raise ValueError(f"bench --what {bc.what!r}: choose sanitize, scaling, map or pipeline")
+    if bc.what == "scaling":
+        parse_list("--sizes", bc.sizes, minimum=100, example="2500,5000")
+    if bc.repeats < 1:
+        raise ValueError(f"bench --repeats {bc.repeats} must be >= 1")
     where = f"run options '{bc.extra}'" if bc.what == "pipeline" else bc.source
     print(f"bench: {bc.what} on {where}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
     if bc.what == "map":
@@ -963,7 +988,7 @@ def bench_main(argv: list[str]) -> int:
                   f"(packed): {r['qps']:.0f} queries/s for Hamming distances + full stable ranking")
         return 0
     if bc.what in ("sanitize", "scaling"):
-        sizes = [bc.n_train] if bc.what == "sanitize" else [int(s) for s in bc.sizes.split(",")]
+        sizes = [bc.n_train] if bc.what == "sanitize" else parse_list("--sizes", bc.sizes, minimum=100, example="2500,5000")
         print(f"  {'N':>7} {'stage':<34} {'seconds (median)':>17} {'peak RSS MiB':>13}")
         for n in sizes:
             rs = [bench_sanitize(bc, n) for _ in range(bc.repeats)]

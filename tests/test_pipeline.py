@@ -257,3 +257,34 @@ def test_raw_thumbnails_train_the_small_cnn(tmp_path):
     state = torch.load(os.path.join(m["run_dir"], "model.pt"), weights_only=False)["state_dict"]
     assert any(k.startswith("encoders.image.conv") for k in state)     # the CNN stream was used
     assert set(m["retrieval"]) == {"I->I", "I->T", "T->I", "T->T"}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["sweep", "--epsilons", "1,-1"], "epsilon=-1.0 must be > 0"),
+    (["sweep", "--bits", "7"], "bits=7 must be a positive multiple of 8"),
+    (["sweep", "--seeds", "x"], "--seeds 'x' must be comma-separated integers"),
+    (["sweep", "--epsilons", ""], "--epsilons is empty"),
+    (["sweep", "--methods", ","], "--methods is empty"),
+    (["sweep", "--methods", "dmpmh,nonprivate"], "not a private method"),
+    (["ablation", "--seeds", "q"], "--seeds 'q' must be comma-separated integers"),
+    (["ablation", "--seeds", "-1"], "every value must be >= 0"),
+])
+def test_subcommand_bad_input_exit_2_writes_nothing(tmp_path, capsys, args, words):
+    out = tmp_path / "out"
+    assert dmpmh.main(args + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not out.exists()  # checked before the output folder is claimed
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--what", "foo"], "choose sanitize, scaling, map or pipeline"),
+    (["--what", "scaling", "--sizes", "abc"], "--sizes 'abc' must be comma-separated integers"),
+    (["--what", "scaling", "--sizes", "2500,0"], "every value must be >= 100"),
+    (["--what", "map", "--repeats", "0"], "--repeats 0 must be >= 1"),
+])
+def test_bench_bad_input_exit_2(capsys, args, words):
+    assert dmpmh.main(["bench", *args]) == 2
+    captured = capsys.readouterr()
+    assert words in captured.err and "Traceback" not in captured.err
+    assert captured.out == ""  # refused before the header line
