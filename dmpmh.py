@@ -17,9 +17,11 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
+import inspect
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -44,11 +46,11 @@ class Config:
     n_query: int | None = None        # default: DESIGN.md sizes (2,000 / 2,100) or N/10
     n_train: int | None = None        # default: DESIGN.md sizes (10,000 / 10,500) or N/2
     graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN)
-    knn_k: int = 20
+    knn_k: int = 20                   # k of the Jaccard-kNN graph (--graph knn)
     # --- privacy ----------------------------------------------------------
     method: str = "dmpmh"             # dmpmh | nonprivate | naive | dpsgd | edgerr
     epsilon: float = 1.0              # edge-level epsilon; inf = no noise (a NOT PRIVATE reference)
-    delta: float = 1e-6
+    delta: float = 1e-6               # edge-level delta, in (0, 1)
     max_degree: int = 32              # D, the stable clipping bound
     share_degrees: float = 0.1        # shares of mu^2 per released statistic
     share_triangles: float = 0.1
@@ -60,18 +62,18 @@ class Config:
     # --- synthesis --------------------------------------------------------
     support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
     targets: str = "calibrated"       # calibrated (0/1 at the released density) | soft (edge probabilities)
-    nmd_iters: int = 200
-    nmd_prior: float = 1e-3
+    nmd_iters: int = 200              # Noisy Mirror Descent iteration cap (it stops at the noise level)
+    nmd_prior: float = 1e-3           # weight of NMD's KL pull towards the semantic prior
     noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma
     # --- hashing ----------------------------------------------------------
-    bits: int = 32
+    bits: int = 32                    # code length, a positive multiple of 8
     cnn: bool = True                  # small CNN on raw thumbnails when the dataset gives raw images
-    epochs: int = 30
-    batch_size: int = 256
-    lr: float = 1e-3
-    hidden: int = 1024
+    epochs: int = 30                  # passes over the training items
+    batch_size: int = 256             # items per mini-batch (all pairs inside it are used)
+    lr: float = 1e-3                  # Adam learning rate
+    hidden: int = 1024                # hidden width of each MLP stream
     feature_norm: str = "l2"          # l2 (unit rows, x10) | standardize (per dimension) | none
-    w_first_order: float = 1.0
+    w_first_order: float = 1.0        # loss weights (hashing.py); 0 switches a term off
     w_triangle: float = 1.0
     w_alignment: float = 0.5
     w_quantization: float = 0.1
@@ -81,12 +83,12 @@ class Config:
     dpsgd_steps: int = 300
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step
     dpsgd_clip: float = 1.0           # per-edge clipping norm C
-    dpsgd_lr: float = 1e-3
+    dpsgd_lr: float = 1e-3            # DP-SGD learning rate
     # --- run --------------------------------------------------------------
     device: str = "cpu"               # cpu | cuda | auto
     seed: int = 0                     # split, synthetic data, networks (not the DP noise)
-    out_dir: str = "runs"
-    attack_pairs: int = 20000
+    out_dir: str = "runs"             # run directories go here
+    attack_pairs: int = 20000         # balanced edge/non-edge sample of the link attack
     # Evaluation with the private graph (link-reconstruction AUC on true edges vs non-edges).
     # Its figures are un-noised statistics of the private graph: research use only.
     attack_eval_not_private: bool = False
@@ -128,21 +130,33 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
+def _field_help(cls) -> dict[str, str]:
+    """Each dataclass field's trailing '# comment' in the source, as its --help text."""
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+):[^=]*=.*?#\s*(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).replace("%", "%%")
+    return out
+
+
 def parse_config(argv: list[str]) -> Config:
     """argparse over the Config fields; unknown flags are rejected by argparse (exit 2)."""
     p = argparse.ArgumentParser(prog="dmpmh.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = _field_help(Config)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
+        h = helps.get(f.name, str(f.type))  # non-blank help text makes the formatter show the default
         if f.type in ("int | None",):
-            p.add_argument(flag, type=int, default=default)
+            p.add_argument(flag, type=int, default=default, help=h)
         elif f.type in ("str | None",):
-            p.add_argument(flag, type=str, default=default)
+            p.add_argument(flag, type=str, default=default, help=h)
         elif isinstance(default, bool):
-            p.add_argument(flag, type=_bool, default=default, metavar="{true,false}")
+            p.add_argument(flag, type=_bool, default=default, metavar="{true,false}", help=h)
         else:
-            p.add_argument(flag, type=type(default), default=default)
+            p.add_argument(flag, type=type(default), default=default, help=h)
     ns = p.parse_args(argv)
     return Config(**vars(ns))
 
@@ -168,13 +182,19 @@ class RunDir:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
         tag = "-NOT-PRIVATE" if not_private(cfg) else ""
-        self.final = os.path.join(cfg.out_dir, f"{stamp}-{ds}-{cfg.method}{tag}")
+        os.makedirs(cfg.out_dir, exist_ok=True)
         k = 1
-        while os.path.exists(self.final):
+        while True:  # a run in the same second (finished or still going) takes the next free name
+            name = f"{stamp}-{ds}-{cfg.method}{'' if k == 1 else f'-{k}'}{tag}"
+            self.final = os.path.join(cfg.out_dir, name)
+            self.path = os.path.join(cfg.out_dir, "." + name + ".partial")
+            if not os.path.exists(self.final):
+                try:
+                    os.mkdir(self.path)  # atomic: two processes cannot both claim it
+                    break
+                except FileExistsError:
+                    pass
             k += 1
-            self.final = os.path.join(cfg.out_dir, f"{stamp}-{ds}-{cfg.method}-{k}")
-        self.path = os.path.join(cfg.out_dir, "." + os.path.basename(self.final) + ".partial")
-        os.makedirs(self.path, exist_ok=False)
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
@@ -568,9 +588,10 @@ def audit_main(argv: list[str]) -> int:
 
 def _parse_dataclass(cls, argv: list[str], prog: str):
     p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    helps = _field_help(cls)
     for f in dataclasses.fields(cls):
         kind = _bool if isinstance(f.default, bool) else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default)
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=helps.get(f.name, type(f.default).__name__))
     return cls(**vars(p.parse_args(argv)))
 
 
@@ -580,12 +601,12 @@ def _parse_dataclass(cls, argv: list[str], prog: str):
 
 @dataclass
 class SweepConfig:
-    methods: str = "dmpmh,naive,edgerr,dpsgd"
-    epsilons: str = "0.5,1,2,4,8"
-    bits: str = "16,32,64"
-    seeds: str = "0,1,2"
+    methods: str = "dmpmh,naive,edgerr,dpsgd"   # private methods to compare
+    epsilons: str = "0.5,1,2,4,8"     # comma-separated
+    bits: str = "16,32,64"            # comma-separated code lengths
+    seeds: str = "0,1,2"              # comma-separated; seed s = split s (and data s if synthetic)
     reference: bool = True        # also run the non-private references (see sweep_cells)
-    out: str = os.path.join("runs", "sweep")
+    out: str = os.path.join("runs", "sweep")   # one folder per experiment (fixed --extra)
     extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
 
 
@@ -828,6 +849,8 @@ def ablation_main(argv: list[str]) -> int:
     ac = _parse_dataclass(AblationConfig, argv, "dmpmh.py ablation")
     base = parse_config(ac.extra.split())
     seeds = parse_list("--seeds", ac.seeds, minimum=0)
+    for over in ABLATIONS.values():  # every variant's settings are checked before anything is written
+        validate_config(dataclasses.replace(base, **over))
     _claim_output_folder(ac.out, "ablation", ac.extra.split())
     results: dict[str, list[dict]] = {}
     for name, over in ABLATIONS.items():

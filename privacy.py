@@ -926,7 +926,9 @@ def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method
         "Public (not protected): item features (image and text), item identities, the train/query/database "
         "split, and everything computed from those alone (projections, clip order, candidate pairs).",
         "Released: the noisy measurements below; the synthetic graph, hashing networks and codes are "
-        "post-processing of them and carry the same guarantee.",
+        "post-processing of them and carry the same guarantee." if not math.isinf(release.epsilon) else
+        "Released: the EXACT measurements below (no noise); the synthetic graph, hashing networks and codes "
+        "are computed from them and carry NO privacy guarantee.",
     ]
     if release.max_degree is not None:
         lines.append(f"Degree clipping: D = {release.max_degree}, stable mutual top-D under a public order "
@@ -934,8 +936,11 @@ def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method
     else:
         lines.append("Degree clipping: none (motif statistics use the worst-case unclipped sensitivity).")
     noise = "exact discrete Gaussian (integer statistics)" if release.noise == "discrete" else "Gaussian"
-    lines.append(f"Noise: {noise}, from " + ("the operating system's secure random source."
-                                             if release.secure else "a FIXED SEED (--insecure-seed): NOT SECURE."))
+    if math.isinf(release.epsilon):
+        lines.append("Noise: none (sigma = 0).")
+    else:
+        lines.append(f"Noise: {noise}, from " + ("the operating system's secure random source." if release.secure
+                                                 else "a FIXED SEED (--insecure-seed): NOT SECURE."))
     lines.append("Measurements (sensitivity is the change from one edge; budget share is of mu^2):")
     for m in release.measurements.values():
         where = "clipped graph" if m.clipped else "unclipped graph"

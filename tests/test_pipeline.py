@@ -288,3 +288,23 @@ def test_bench_bad_input_exit_2(capsys, args, words):
     captured = capsys.readouterr()
     assert words in captured.err and "Traceback" not in captured.err
     assert captured.out == ""  # refused before the header line
+
+
+def test_run_directory_keeps_the_not_private_tag_when_names_collide(tmp_path):
+    cfg = dmpmh.parse_config(["--method", "nonprivate", "--out-dir", str(tmp_path)])
+    first = dmpmh.RunDir(cfg)
+    second = dmpmh.RunDir(cfg)  # same second, same dataset and method
+    assert first.final != second.final
+    assert first.final.endswith("-synthetic-nonprivate-NOT-PRIVATE")
+    assert second.final.endswith("-NOT-PRIVATE")
+    private = dmpmh.RunDir(dmpmh.parse_config(["--out-dir", str(tmp_path)]))
+    assert "NOT-PRIVATE" not in private.final
+
+
+def test_help_shows_defaults():
+    p = subprocess.run([sys.executable, "dmpmh.py", "--help"], capture_output=True, text=True,
+                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert p.returncode == 0
+    text = " ".join(p.stdout.split())
+    assert "edge-level delta, in (0, 1) (default: 1e-06)" in text
+    assert "D, the stable clipping bound (default: 32)" in text

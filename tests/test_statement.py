@@ -34,11 +34,15 @@ def test_golden_statement():
 
 
 def test_statement_flags_insecure_and_nonprivate():
+    text = privacy.privacy_statement(_release(secure=False), dataset="s", graph_kind="label", method="dmpmh")
+    assert "FIXED SEED (--insecure-seed): NOT SECURE." in text
     text = privacy.privacy_statement(_release(secure=False, epsilon=float("inf")), dataset="s",
                                      graph_kind="label", method="dmpmh")
     assert text.startswith("NOT PRIVATE: epsilon = infinity.")
-    assert "FIXED SEED (--insecure-seed): NOT SECURE." in text
     assert "differential privacy at the edge level" not in text
+    # no noise was drawn, and nothing downstream carries a guarantee
+    assert "Noise: none (sigma = 0)." in text and "Gaussian" not in text.split("Measurements")[0]
+    assert "carry the same guarantee" not in text and "carry NO privacy guarantee" in text
 
 
 def test_statement_from_a_real_release_matches_its_sigmas():
