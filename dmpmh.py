@@ -148,15 +148,10 @@ def parse_config(argv: list[str]) -> Config:
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        h = helps.get(f.name, str(f.type))  # non-blank help text makes the formatter show the default
-        if f.type in ("int | None",):
-            p.add_argument(flag, type=int, default=default, help=h)
-        elif f.type in ("str | None",):
-            p.add_argument(flag, type=str, default=default, help=h)
-        elif isinstance(default, bool):
-            p.add_argument(flag, type=_bool, default=default, metavar="{true,false}", help=h)
-        else:
-            p.add_argument(flag, type=type(default), default=default, help=h)
+        extra = {"metavar": "{true,false}"} if isinstance(default, bool) else {}
+        kind = {"int | None": int, "str | None": str}.get(f.type) or (_bool if extra else type(default))
+        # non-blank help text makes the formatter show the default
+        p.add_argument(flag, type=kind, default=default, help=helps.get(f.name, str(f.type)), **extra)
     ns = p.parse_args(argv)
     return Config(**vars(ns))
 
@@ -775,18 +770,17 @@ def sweep_summary(cells: list[dict]) -> str:
         chance.setdefault(c["bits"], []).append(c["chance_map"])
         for task, v in c["retrieval"].items():
             groups.setdefault((task, c["bits"], c["method"], c["epsilon"]), {})[c["seed"]] = v
-    stat = {k: (float(np.mean(list(v.values()))), float(np.std(list(v.values()), ddof=1)) if len(v) > 1 else 0.0, len(v))
-            for k, v in groups.items()}
+    mean = {k: float(np.mean(list(v.values()))) for k, v in groups.items()}
     lines = ["# Sweep summary", "",
              "mean ± std over seeds; retention = (mAP - chance) / (reference - chance); margin = DMP-MH minus the",
              "best private baseline at that epsilon over the seeds both ran, and that margin divided by the larger",
              "of the two stds and by the std of the per-seed differences (paired).", ""]
-    for task, bits in sorted({(k[0], k[1]) for k in stat}):
-        methods = sorted({k[2] for k in stat if k[:2] == (task, bits) and math.isfinite(k[3])},
+    for task, bits in sorted({(k[0], k[1]) for k in groups}):
+        methods = sorted({k[2] for k in groups if k[:2] == (task, bits) and math.isfinite(k[3])},
                          key=lambda m: (m != "dmpmh", m))
-        eps = sorted({k[3] for k in stat if k[:2] == (task, bits) and math.isfinite(k[3])})
-        refs = [stat[(task, bits, m, math.inf)][0] for m in ("nonprivate", "dmpmh", "naive")
-                if (task, bits, m, math.inf) in stat]
+        eps = sorted({k[3] for k in groups if k[:2] == (task, bits) and math.isfinite(k[3])})
+        refs = [mean[(task, bits, m, math.inf)] for m in ("nonprivate", "dmpmh", "naive")
+                if (task, bits, m, math.inf) in mean]
         ref = max(refs) if refs else math.nan
         ch = float(np.mean(chance[bits]))
         lines += [f"## {task}, {bits} bits (reference {ref:.4f}, chance {ch:.4f})", ""]
@@ -798,15 +792,15 @@ def sweep_summary(cells: list[dict]) -> str:
             row = [f"{e:g}"]
             for m in methods:
                 k = (task, bits, m, e)
-                row.append(mean_std_text(list(groups[k].values())) if k in stat else "-")
-            d = stat.get((task, bits, "dmpmh", e))
-            present = [m for m in baselines if (task, bits, m, e) in stat]
+                row.append(mean_std_text(list(groups[k].values())) if k in groups else "-")
+            d = mean.get((task, bits, "dmpmh", e))
+            present = [m for m in baselines if (task, bits, m, e) in groups]
             # retention is defined only when the reference is above chance
-            row.append(f"{(d[0] - ch) / (ref - ch):.1%}" if d is not None and ref > ch else "-")
+            row.append(f"{(d - ch) / (ref - ch):.1%}" if d is not None and ref > ch else "-")
             if d is None or not present:
                 row += ["-", "-", "-", "-"]
             else:
-                best = max(present, key=lambda m: stat[(task, bits, m, e)][0])
+                best = max(present, key=lambda m: mean[(task, bits, m, e)])
                 ds, bs = groups[(task, bits, "dmpmh", e)], groups[(task, bits, best, e)]
                 shared = sorted(set(ds) & set(bs))  # compare the same splits only
                 if not shared:
@@ -982,8 +976,8 @@ def bench_main(argv: list[str]) -> int:
     bc = _parse_dataclass(BenchConfig, argv, "dmpmh.py bench")
     if bc.what not in ("sanitize", "scaling", "map", "pipeline"):
         raise ValueError(f"bench --what {bc.what!r}: choose sanitize, scaling, map or pipeline")
-    if bc.what == "scaling":
-        parse_list("--sizes", bc.sizes, minimum=100, example="2500,5000")
+    sizes = (parse_list("--sizes", bc.sizes, minimum=100, example="2500,5000") if bc.what == "scaling"
+             else [bc.n_train])
     if bc.repeats < 1:
         raise ValueError(f"bench --repeats {bc.repeats} must be >= 1")
     where = f"run options '{bc.extra}'" if bc.what == "pipeline" else bc.source
@@ -1011,7 +1005,6 @@ def bench_main(argv: list[str]) -> int:
                   f"(packed): {r['qps']:.0f} queries/s for Hamming distances + full stable ranking")
         return 0
     if bc.what in ("sanitize", "scaling"):
-        sizes = [bc.n_train] if bc.what == "sanitize" else parse_list("--sizes", bc.sizes, minimum=100, example="2500,5000")
         print(f"  {'N':>7} {'stage':<34} {'seconds (median)':>17} {'peak RSS MiB':>13}")
         for n in sizes:
             rs = [bench_sanitize(bc, n) for _ in range(bc.repeats)]

@@ -392,10 +392,16 @@ def degrees_of(edges: np.ndarray, n: int) -> np.ndarray:
     return (np.bincount(edges[:, 0], minlength=n) + np.bincount(edges[:, 1], minlength=n)).astype(np.float64)
 
 
-def triangles_of(edges: np.ndarray, n: int) -> np.ndarray:
-    """Per-node triangle counts t_w = (A^3)_ww / 2 of a sparse graph."""
+def triangles_of(edges: np.ndarray, n: int, *, block: int | None = None) -> np.ndarray:
+    """Per-node triangle counts t_w = (A^3)_ww / 2 of a sparse graph, in row blocks
+    (A[I] A) .* A[I], so that a fairly dense graph never holds the whole A^2."""
     a = _csr(edges, n)
-    return np.asarray((a @ a).multiply(a).sum(1)).ravel() / 2.0
+    block = block or _rows_per_block(n, bytes_per_entry=21)
+    tri = np.zeros(n)
+    for s in range(0, n, block):
+        ai = a[s:s + block]
+        tri[s:s + ai.shape[0]] = np.asarray((ai @ a).multiply(ai).sum(1)).ravel() / 2.0
+    return tri
 
 
 def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -407,7 +413,7 @@ def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None)
     BLAS over row blocks, O(N^3) flops and O(block * N) memory: for row block I,
     (A^2)[I, :] = sum_J A[I, J] A[J, :]. Exact: every partial sum is an integer
     <= N < 2^24, representable in float32; the row sums are taken in float64.
-    The sparse path works in row blocks too, (A[I] A) .* A[I], so that a graph just
+    The sparse path (``triangles_of``) works in row blocks too, so that a graph just
     below the switch does not hold a near-dense A^2. No progress is printed here:
     which path runs depends on the private degrees, so its output must not differ.
     """
@@ -420,20 +426,15 @@ def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None)
         deg[s:s + block] = graph.rows(s, min(n, s + block)).sum(1)
     if not triangles:
         return deg, None
-    tri = np.zeros(n)
     if float(np.square(deg).sum()) * 64 < float(n) ** 3 or n >= 1 << 24:  # sparse enough
-        a = _csr(_all_edges(graph), n)
-        for s in range(0, n, block):
-            ai = a[s:s + block]
-            tri[s:s + ai.shape[0]] = np.asarray((ai @ a).multiply(ai).sum(1)).ravel() / 2.0
-        return deg, tri
+        return deg, triangles_of(_all_edges(graph), n, block=block)
+    tri = np.zeros(n)
     for s in range(0, n, block):
         ri = graph.rows(s, min(n, s + block)).astype(np.float32)
         a2 = np.zeros_like(ri)
         for t in range(0, n, block):
             a2 += ri[:, t:t + block] @ graph.rows(t, min(n, t + block)).astype(np.float32)
         tri[s:s + len(ri)] = (a2 * ri).sum(1, dtype=np.float64) / 2.0
-        del ri, a2
     return deg, tri
 
 
@@ -561,18 +562,13 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     if "degrees" in names or "triangles" in names:
         if clip:
             motif_edges = stable_clip(graph, z, max_degree=max_degree)
-            if "degrees" in names:
-                values["degrees"] = degrees_of(motif_edges, n)
-            if "triangles" in names:
-                values["triangles"] = triangles_of(motif_edges, n)
+            deg = degrees_of(motif_edges, n)
+            tri = triangles_of(motif_edges, n) if "triangles" in names else None
             del motif_edges
         else:
             deg, tri = unclipped_motifs(graph, triangles="triangles" in names)
-            if "degrees" in names:
-                values["degrees"] = deg
-            if "triangles" in names:
-                values["triangles"] = tri
-            del deg, tri
+        values.update({k: v for k, v in (("degrees", deg), ("triangles", tri)) if k in names})
+        del deg, tri
     if "edges" in names or "bilinear" in names:
         m, bil = _edge_count_and_bilinear(graph, z)
         values["edges"] = np.array([m])
