@@ -44,7 +44,7 @@ class Dataset:
     name: str
     text: np.ndarray | None           # (N, dt) float32 or None
     image: np.ndarray | None          # (N, di) float32 or None
-    labels: np.ndarray                # (N, C) uint8, wrapped by LabelStore before use
+    labels: np.ndarray | None         # (N, C) uint8, wrapped by LabelStore before use; None only with --graph-file
     raw_images: np.ndarray | None = None   # (N, H, W, 3) uint8 thumbnails, if given
     source: str = ""
 
@@ -78,18 +78,32 @@ class LabelStore:
     so a test can check the flow.
     """
 
-    def __init__(self, labels: np.ndarray, train: np.ndarray, *, allow_train_in_evaluation: bool):
+    def __init__(self, labels: np.ndarray | None, train: np.ndarray, *, allow_train_in_evaluation: bool):
         self._labels = labels
-        self._train = np.zeros(labels.shape[0], dtype=bool)
-        self._train[train] = True
+        self._train = None  # a dataset without labels (allowed with --graph-file) has nothing to guard
+        if labels is not None:
+            self._train = np.zeros(labels.shape[0], dtype=bool)
+            self._train[train] = True
         self._allow = allow_train_in_evaluation
         self.reads: list[tuple[str, int]] = []
 
+    @property
+    def has_labels(self) -> bool:
+        return self._labels is not None
+
+    def _require_labels(self) -> None:
+        if self._labels is None:
+            raise DataError("the dataset has no 'labels' array, so there is no label graph to build and no label "
+                            "relevance to evaluate: add 'labels' (items x classes, 0/1) to the dataset, or give "
+                            "your own graph with --graph-file PATH")
+
     def for_graph(self, idx: np.ndarray) -> np.ndarray:
+        self._require_labels()
         self.reads.append(("graph", int(self._train[idx].sum())))
         return self._labels[idx]
 
     def for_evaluation(self, idx: np.ndarray) -> np.ndarray:
+        self._require_labels()
         n_private = int(self._train[idx].sum())
         if n_private and not self._allow:
             raise RuntimeError("evaluation asked for training labels under the strict inductive protocol")
@@ -208,15 +222,16 @@ def load_npz(path: str, name: str | None = None) -> Dataset:
         d = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read {path} as .npz: {e}") from None
-    missing = [k for k in ("labels",) if k not in d.files]
-    if missing or ("text" not in d.files and "image" not in d.files):
+    # 'labels' may be absent only with --graph-file: dmpmh.validate_config checks a direct .npz path up
+    # front (require_labels), and LabelStore refuses to build a label graph without labels
+    if "text" not in d.files and "image" not in d.files:
         raise DataError(f"{path} must hold 'labels' and at least one of 'text', 'image'; it has {d.files}")
     image, raw = (None, None)
     if "image" in d.files:
         image, raw = _image_view(d["image"])
     text = d["text"].astype(np.float32) if "text" in d.files else None
     ds = Dataset(name=name or os.path.splitext(os.path.basename(path))[0], text=text, image=image,
-                 labels=np.asarray(d["labels"]), raw_images=raw, source=path)
+                 labels=np.asarray(d["labels"]) if "labels" in d.files else None, raw_images=raw, source=path)
     return validate(ds)
 
 
@@ -303,10 +318,19 @@ def load_dataset(name: str, *, data_dir: str | None, synthetic_items: int, seed:
 
 
 def validate(ds: Dataset) -> Dataset:
-    """Reject inputs that would give meaningless or unsafe results."""
-    n = ds.labels.shape[0]
-    if ds.labels.ndim != 2:
-        raise DataError(f"labels must be a 2-D (items x classes) array, got shape {ds.labels.shape}")
+    """Reject inputs that would give meaningless or unsafe results.
+
+    ``labels`` may be None (a dataset used with --graph-file); the views must then agree on N.
+    """
+    if ds.labels is None:
+        if ds.text is None and ds.image is None:
+            raise DataError("the dataset has neither an image nor a text view")
+        ref = "text" if ds.text is not None else "image"
+        n = getattr(ds, ref).shape[0]
+    else:
+        ref, n = "labels", ds.labels.shape[0]
+        if ds.labels.ndim != 2:
+            raise DataError(f"labels must be a 2-D (items x classes) array, got shape {ds.labels.shape}")
     for view in ("image", "text"):
         x = getattr(ds, view)
         if x is None:
@@ -314,7 +338,7 @@ def validate(ds: Dataset) -> Dataset:
         if x.ndim != 2:
             raise DataError(f"{view} features must be 2-D, got shape {x.shape}")
         if x.shape[0] != n:
-            raise DataError(f"{view} has {x.shape[0]} rows but labels has {n}; every view needs one row per item")
+            raise DataError(f"{view} has {x.shape[0]} rows but {ref} has {n}; every view needs one row per item")
         bad = ~np.isfinite(x)
         if bad.any():
             rows = np.flatnonzero(bad.any(1))
@@ -323,6 +347,8 @@ def validate(ds: Dataset) -> Dataset:
     if ds.text is None and ds.image is None:
         raise DataError("the dataset has neither an image nor a text view")
     lab = ds.labels
+    if lab is None:
+        return ds
     if not np.isin(lab, (0, 1)).all():
         raise DataError("labels must be 0/1")
     empty = int((lab.sum(1) == 0).sum())
@@ -398,12 +424,15 @@ class PrivateGraph:
 
     Dense (bool N x N, symmetric, no self-loops) up to ``dense_limit`` nodes;
     above that, rows are computed on demand from the private label matrix in
-    blocks, so the N x N matrix is never materialised.
+    blocks, so the N x N matrix is never materialised. A graph from
+    ``--graph-file`` (kind 'file', ``graph_from_edges``) is held as a sparse
+    symmetric CSR matrix; ``rows`` gives dense bool blocks of it.
     """
     n: int
     kind: str
     _adj: np.ndarray | None = field(default=None, repr=False)
     _labels: np.ndarray | None = field(default=None, repr=False)
+    _sparse: object | None = field(default=None, repr=False)   # scipy.sparse csr_matrix (bool), kind 'file'
 
     def __repr__(self) -> str:  # no statistic of the graph in the repr
         return f"PrivateGraph(n={self.n}, kind={self.kind!r})"
@@ -411,6 +440,8 @@ class PrivateGraph:
     def rows(self, start: int, stop: int) -> np.ndarray:
         if self._adj is not None:
             return self._adj[start:stop]
+        if self._sparse is not None:
+            return self._sparse[start:stop].toarray().astype(bool, copy=False)
         lab = self._labels
         block = (lab[start:stop] @ lab.T) > 0
         block[np.arange(stop - start), np.arange(start, stop)] = False
@@ -420,21 +451,39 @@ class PrivateGraph:
         """Edge indicator for pairs (i, j): for DP-SGD (accounted) and the NOT PRIVATE attack evaluation."""
         if self._adj is not None:
             return self._adj[i, j]
+        if self._sparse is not None:
+            ii, jj = np.broadcast_arrays(np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64))
+            if ii.size == 0:
+                return np.zeros(ii.shape, dtype=bool)
+            return (np.asarray(self._sparse[ii.ravel(), jj.ravel()]).ravel() != 0).reshape(ii.shape)
         return (self._labels[i] * self._labels[j]).sum(1) > 0
 
     def dense(self) -> np.ndarray:
+        if self._sparse is not None and self.n <= 20000:  # the dense limit of build_private_graph
+            return self._sparse.toarray().astype(bool, copy=False)
         if self._adj is None:
             raise MemoryError(f"the private graph over {self.n} nodes is kept implicit; use rows()")
         return self._adj
 
+    def _upper_edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(r, c) of every edge with r < c, in row-major order (for attack_pairs only)."""
+        if self._sparse is not None:
+            import scipy.sparse as sp
+            up = sp.triu(self._sparse, 1).tocoo()
+            order = np.lexsort((up.col, up.row))
+            return up.row[order].astype(np.int64), up.col[order].astype(np.int64)
+        return np.nonzero(np.triu(self._adj, 1))
+
 
 def build_private_graph(labels: LabelStore, train: np.ndarray, *, kind: str = "label", knn_k: int = 20,
-                        dense_limit: int = 20000) -> PrivateGraph:
+                        dense_limit: int = 20000, seed: int = 0) -> PrivateGraph:
     """The private graph over training items (index i = i-th training item).
 
     * ``label``: i ~ j iff they share at least one label (DESIGN.md default).
     * ``knn``: the symmetric (union) k-nearest-neighbour graph under the Jaccard
       similarity of label vectors, ties broken by the smaller index.
+    * ``interact``: a seeded co-interaction graph of simulated user sessions whose
+      interests are tied to the labels (``interaction_graph``); ``seed`` seeds it.
     """
     lab = labels.for_graph(train).astype(np.float32)
     n = len(train)
@@ -461,7 +510,72 @@ def build_private_graph(labels: LabelStore, train: np.ndarray, *, kind: str = "l
         adj |= adj.T
         np.fill_diagonal(adj, False)
         return PrivateGraph(n=n, kind=kind, _adj=adj)
-    raise DataError(f"unknown graph kind '{kind}'; choose label or knn")
+    if kind == "interact":
+        return PrivateGraph(n=n, kind=kind, _adj=interaction_graph(lab, seed=seed))
+    raise DataError(f"unknown graph kind '{kind}'; choose label, knn or interact")
+
+
+def interaction_graph(lab: np.ndarray, *, seed: int, users_per_item: float = 2.0, activity_shape: float = 1.5,
+                      popularity_shape: float = 1.2, nuisance: float = 0.2, max_sessions: int = 40) -> np.ndarray:
+    """A seeded co-interaction graph over the training items (``--graph interact``; our user model).
+
+    Simulates a log of users who view items in sessions, and links every pair of
+    items viewed in the same session (co-view), as item-to-item similarity graphs
+    built from click logs are. The user model:
+
+    * ``users_per_item * N`` users; user u runs ``sessions_u = min(floor(Pareto(a) + 1), max_sessions)``
+      sessions (power-law activity, a = ``activity_shape``);
+    * item popularity ``pop_i = Pareto(p) + 1`` (power law, p = ``popularity_shape``):
+      popular items are viewed in many sessions and become hubs;
+    * each user has two interests: labels drawn with probability proportional to
+      the square root of the label's frequency among the training items;
+    * a session makes ``1 + Geometric(0.3)`` views (at least 2, at most 12), each
+      drawn with replacement, so a session holds at most that many distinct items. With
+      probability 1 - ``nuisance`` it is an interest session: one of the user's
+      interests, and items carrying that label drawn by popularity. Otherwise it is
+      a nuisance session: items drawn by popularity alone, whatever their labels.
+
+    The interests are tied to the labels, which the public features carry only
+    weakly, while popularity and the nuisance sessions add hubs and links that no
+    feature explains: the graph teaches something the features do not, among
+    noise. Its statistics are private: nothing here is printed.
+    Returns the symmetric bool adjacency (no self-loops).
+    """
+    rng = np.random.default_rng([seed, 0x1A7E5])
+    n, n_labels = lab.shape
+    pop = rng.pareto(popularity_shape, size=n) + 1.0
+    pools = [np.flatnonzero(lab[:, c]) for c in range(n_labels)] + [np.arange(n)]  # the last: nuisance
+    cums = []
+    for pool in pools:
+        cp = np.cumsum(pop[pool])
+        cums.append(cp / cp[-1] if len(cp) else cp)
+    freq = np.sqrt(np.maximum(lab.sum(0), 0).astype(np.float64))
+    freq = freq / freq.sum()
+    n_users = max(1, int(round(users_per_item * n)))
+    sessions = np.minimum(np.floor(rng.pareto(activity_shape, size=n_users) + 1), max_sessions).astype(int)
+    interests = np.stack([rng.choice(n_labels, size=n_users, p=freq) for _ in range(2)], 1)
+    user = np.repeat(np.arange(n_users), sessions)                   # one row per session
+    which = interests[user, rng.integers(0, 2, size=len(user))]
+    which[rng.random(len(user)) < nuisance] = n_labels
+    length = np.minimum(1 + rng.geometric(0.3, size=len(user)), 12)
+    draws = rng.random((len(user), 12))
+    a_idx, b_idx = np.triu_indices(12, 1)
+    rows, cols = [], []
+    for k, pool in enumerate(pools):  # all sessions on one pool at once
+        mine = np.flatnonzero(which == k)
+        if len(pool) < 2 or len(mine) == 0:
+            continue
+        items = pool[np.minimum(np.searchsorted(cums[k], draws[mine], side="right"), len(pool) - 1)]
+        ok = b_idx[None, :] < length[mine, None]          # both views within the session's length
+        rows.append(items[:, a_idx][ok])
+        cols.append(items[:, b_idx][ok])
+    adj = np.zeros((n, n), dtype=bool)
+    if rows:
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        adj[r, c] = True
+        adj[c, r] = True
+    np.fill_diagonal(adj, False)
+    return adj
 
 
 def attack_pairs(graph: PrivateGraph, n_pairs: int, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -490,10 +604,206 @@ def attack_pairs(graph: PrivateGraph, n_pairs: int, *, seed: int) -> tuple[np.nd
             n_ = np.stack([i[~lab], j[~lab]], 1)[:need_neg]
             neg.append(n_)
             need_neg -= len(n_)
-        if need_pos > 0 and graph._adj is not None and lab.mean() < 0.05:
+        if need_pos > 0 and (graph._adj is not None or graph._sparse is not None) and lab.mean() < 0.05:
             # sparse graph: draw the positives from the edge list directly
-            r, c = np.nonzero(np.triu(graph._adj, 1))
+            r, c = graph._upper_edges()
             pick = rng.choice(len(r), size=min(need_pos, len(r)), replace=False)
             pos.append(np.stack([r[pick], c[pick]], 1))
             need_pos = 0
     return np.concatenate(pos)[:half], np.concatenate(neg)[:half]
+
+
+# ---------------------------------------------------------------------------
+# Your own graph (--graph-file)
+# ---------------------------------------------------------------------------
+# The file's train-train edges are the private graph. Every message below names the file and the
+# expected format, and none states a statistic of the graph: no counts, no offending rows or
+# indices, no degrees (the public N and the allowed index range are fine).
+
+GRAPH_FILE_FORMAT = ("an .npz with an integer array 'edges' of shape (m, 2), or a .csv/.txt with two integer "
+                     "columns (comma or whitespace separated; an optional header line), one undirected edge "
+                     "(u, v) per row, u and v item indices 0..N-1 in the dataset's order")
+
+
+def require_labels(path: str) -> None:
+    """The error for an .npz dataset without 'labels' when no --graph-file is given (dmpmh.validate_config)."""
+    import zipfile
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return  # load_npz reports an unreadable file
+    if not hasattr(d, "files"):
+        return
+    files = list(d.files)
+    d.close()
+    if "labels" not in files:
+        raise DataError(f"{path} must hold 'labels' and at least one of 'text', 'image'; it has {files}. "
+                        "Without labels, give your own graph with --graph-file PATH")
+
+
+def check_graph_path(path: str) -> str:
+    """The --graph-file exists, is a file and has a known extension; returns 'npz' or 'text'."""
+    if not os.path.exists(path):
+        raise DataError(f"--graph-file {path}: no such file. Expected {GRAPH_FILE_FORMAT}")
+    if os.path.isdir(path):
+        raise DataError(f"--graph-file {path} is a folder; expected a file: {GRAPH_FILE_FORMAT}")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npz", ".csv", ".txt"):
+        raise DataError(f"--graph-file {path}: unknown extension '{ext}'; expected {GRAPH_FILE_FORMAT}")
+    return "npz" if ext == ".npz" else "text"
+
+
+def _read_edges_npz(path: str, where: str) -> np.ndarray:
+    import zipfile
+    try:
+        d = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        raise DataError(f"{where}: cannot read it as .npz (not a valid .npz archive); expected "
+                        f"{GRAPH_FILE_FORMAT}") from None
+    if not hasattr(d, "files"):  # a bare .npy saved under an .npz name
+        raise DataError(f"{where} is a single .npy array, not an .npz archive; save it with "
+                        "np.savez(path, edges=edges)")
+    with d:
+        if "edges" not in d.files:
+            raise DataError(f"{where} has no array 'edges' (it has {sorted(d.files)}); expected {GRAPH_FILE_FORMAT}")
+        try:
+            return np.asarray(d["edges"])
+        except Exception:  # corrupt member, or an object array (pickles are not read); no details: they hold sizes
+            raise DataError(f"{where}: the array 'edges' cannot be read (a corrupt file, or an object array, "
+                            f"which is not allowed); expected {GRAPH_FILE_FORMAT}") from None
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+def _read_edges_text(path: str, where: str) -> np.ndarray:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise DataError(f"{where} is not a UTF-8 text file; expected {GRAPH_FILE_FORMAT}") from None
+    except OSError as e:
+        raise DataError(f"{where} cannot be read ({e.strerror}); expected {GRAPH_FILE_FORMAT}") from None
+    lines = [ln.replace(",", " ").split() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln[0].startswith("#")]
+    if lines and not any(_is_number(t) for t in lines[0]):
+        lines = lines[1:]  # a header line such as 'u,v' or 'source target'
+    if not lines:
+        return np.zeros((0, 2), dtype=np.int64)
+    if any(len(ln) != 2 for ln in lines):
+        raise DataError(f"{where}: every line must hold exactly two item indices separated by a comma or "
+                        "whitespace, and some line does not (only the first line may be a header; lines "
+                        "starting with '#' are skipped); find them with: awk -F'[ ,\\t]+' 'NF!=2' FILE")
+    tokens = np.array(lines)
+    try:
+        return tokens.astype(np.int64)
+    except (ValueError, OverflowError):
+        pass
+    try:
+        return tokens.astype(np.float64)  # checked for integer values next
+    except ValueError:
+        raise DataError(f"{where}: some entry is not a number; expected integer item indices 0..N-1, "
+                        "two per line") from None
+
+
+def load_graph_file(path: str, n_items: int) -> np.ndarray:
+    """Read ``--graph-file``: the (m, 2) int64 edge list over ALL items, u < v in each row, rows sorted.
+
+    Formats: ``.npz`` with an integer array ``edges`` (m, 2), or ``.csv``/``.txt`` with two integer
+    columns (comma or whitespace separated; an optional non-numeric header line; '#' comment lines).
+    Edges are undirected, so (u, v) and (v, u) are the same edge. Anything wrong raises DataError
+    naming the file and what is expected, and is rejected rather than dropped: a missing file or a
+    folder, an unreadable archive, no 'edges', a wrong shape or dtype, NaN or non-integer values,
+    indices outside 0..N-1, self-loops, duplicate edges, no edge at all. No message states a
+    statistic of the graph (the train-train edges are private).
+    """
+    kind = check_graph_path(path)
+    where = f"--graph-file {path}"
+    what = "'edges'" if kind == "npz" else "the file"
+    a = _read_edges_npz(path, where) if kind == "npz" else _read_edges_text(path, where)
+    if a.ndim != 2 or a.shape[1] != 2:
+        hint = (" (it has 2 rows: if the array is stored transposed, save edges.T)"
+                if a.ndim == 2 and a.shape[0] == 2 else f" (it is {a.ndim}-D)" if a.ndim != 2 else "")
+        raise DataError(f"{where}: {what} must have shape (m, 2), one (u, v) row per edge; it does not{hint}")
+    if a.shape[0] == 0:
+        raise DataError(f"{where} holds no edges; expected at least one (u, v) row: {GRAPH_FILE_FORMAT}")
+    if a.dtype == bool or not (np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating)):
+        kind_ = "booleans" if a.dtype == bool else "strings" if a.dtype.kind in "US" else "a non-numeric dtype"
+        raise DataError(f"{where}: {what} holds {kind_}; expected integer item indices 0..N-1")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise DataError(f"{where}: {what} contains NaN or inf; expected integer item indices 0..N-1")
+        if (a != np.floor(a)).any():
+            raise DataError(f"{where}: {what} contains non-integer values; expected integer item indices 0..N-1")
+    if (a < 0).any() or (a >= n_items).any():
+        raise DataError(f"{where}: item indices must be in 0..{n_items - 1} (the dataset has N = {n_items} items, "
+                        "indexed from 0 in the dataset's order); the file holds some outside that range")
+    a = a.astype(np.int64)
+    if (a[:, 0] == a[:, 1]).any():
+        raise DataError(f"{where} contains self-loops (rows with u == v); an item is not its own neighbour. "
+                        "Remove them, e.g. edges = edges[edges[:, 0] != edges[:, 1]]")
+    e = np.sort(a, axis=1)
+    key = e[:, 0] * np.int64(n_items) + e[:, 1]
+    uniq = np.unique(key)
+    if len(uniq) != len(key):
+        raise DataError(f"{where} contains duplicate edges ((u, v) and (v, u) are the same undirected edge). "
+                        "Remove them, e.g. edges = np.unique(np.sort(edges, axis=1), axis=0)")
+    return np.stack([uniq // n_items, uniq % n_items], 1).astype(np.int64)
+
+
+def graph_from_edges(edges: np.ndarray, train: np.ndarray) -> PrivateGraph:
+    """The private graph (kind 'file') over the training items, from a ``load_graph_file`` edge list.
+
+    Node i is the i-th entry of the sorted ``train`` array. Only edges with both ends in ``train``
+    are kept: the train-train edges are the private graph. Edges that touch a query or database
+    item never enter it (they are evaluation ground truth: ``graph_relevance``). Held as a sparse
+    symmetric bool CSR matrix without self-loops.
+    """
+    import scipy.sparse as sp
+    train = np.asarray(train, dtype=np.int64)
+    if train.ndim != 1 or (np.diff(train) <= 0).any():
+        raise ValueError("train must be a sorted 1-D array of distinct item indices")
+    n = len(train)
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    pos = np.minimum(np.searchsorted(train, e), max(n - 1, 0))
+    inside = (train[pos] == e).all(1) if n else np.zeros(len(e), dtype=bool)
+    r, c = pos[inside, 0], pos[inside, 1]
+    r, c = r[r != c], c[r != c]
+    adj = sp.csr_matrix((np.ones(2 * len(r), dtype=bool), (np.concatenate([r, c]), np.concatenate([c, r]))),
+                        shape=(n, n))
+    adj.sum_duplicates()
+    adj.sort_indices()
+    return PrivateGraph(n=n, kind="file", _sparse=adj)
+
+
+def graph_relevance(edges: np.ndarray, query: np.ndarray, database: np.ndarray, *, required: bool,
+                    path: str = "") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Graph-relevance ground truth: a database item is relevant to a query iff the file links them.
+
+    Reads only query-database edges, which are not part of the private (train-train) graph. Returns
+    ``(keep, query_labels, db_labels)`` in evaluate.py's "share a label" form: ``keep`` indexes the
+    queries with at least one linked database item (a query with none has no relevant item, and its
+    AP would count as 0), query k of ``keep`` gets the one-hot label e_k, and database item d the row
+    A[d, keep] of its links to those queries, so "share a label" == "linked". With ``required`` (no
+    labels to evaluate with instead), a file that links no query to the database is an error.
+    """
+    query = np.asarray(query, dtype=np.int64)
+    database = np.asarray(database, dtype=np.int64)
+    e = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    e = np.concatenate([e, e[:, ::-1]])  # both orientations of each undirected edge: (query, database)
+    qp = np.minimum(np.searchsorted(query, e[:, 0]), len(query) - 1)
+    dp = np.minimum(np.searchsorted(database, e[:, 1]), len(database) - 1)
+    ok = (query[qp] == e[:, 0]) & (database[dp] == e[:, 1])
+    a = np.zeros((len(database), len(query)), dtype=bool)
+    a[dp[ok], qp[ok]] = True
+    keep = np.flatnonzero(a.any(0))
+    if required and not len(keep):
+        raise DataError(f"--graph-file {path} links no query item to any database item, and the dataset has no "
+                        "labels, so there is no ground truth to evaluate retrieval with; the file should hold "
+                        "the query-database links too (edges over all items, not only the training items)")
+    return keep, np.eye(len(keep), dtype=bool), np.ascontiguousarray(a[:, keep])

@@ -33,7 +33,7 @@ import data
 import evaluate
 import privacy
 
-METHODS = ("dmpmh", "nonprivate", "naive", "dpsgd", "edgerr")
+METHODS = ("dmpmh", "nonprivate", "naive", "dpsgd", "edgerr", "public")
 
 
 @dataclass
@@ -45,10 +45,12 @@ class Config:
     protocol: str = "inductive"       # inductive (train, query, database disjoint) | standard
     n_query: int | None = None        # default: DESIGN.md sizes (2,000 / 2,100) or N/10
     n_train: int | None = None        # default: DESIGN.md sizes (10,000 / 10,500) or N/2
-    graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN)
+    graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN) | interact (simulated co-views)
     knn_k: int = 20                   # k of the Jaccard-kNN graph (--graph knn)
+    graph_file: str | None = None     # your own graph: .npz with int array 'edges' (m, 2) or a two-column .csv of item indices 0..N-1; train-train edges are the private graph
     # --- privacy ----------------------------------------------------------
-    method: str = "dmpmh"             # dmpmh | nonprivate | naive | dpsgd | edgerr
+    method: str = "dmpmh"             # dmpmh | nonprivate | naive | dpsgd | edgerr | public (no private data at all)
+    public_graph: str = "empty"       # --method public: empty (no edges) | knn (public-feature kNN, k = knn_k)
     epsilon: float = 1.0              # edge-level epsilon; inf = no noise (a NOT PRIVATE reference)
     delta: float = 1e-6               # edge-level delta, in (0, 1)
     max_degree: int = 32              # D, the stable clipping bound
@@ -61,10 +63,11 @@ class Config:
     insecure_seed: int | None = None  # reproducible DP noise; NOT SECURE, warns every run
     # --- synthesis --------------------------------------------------------
     support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
-    targets: str = "calibrated"       # calibrated (0/1 at the released density) | soft (edge probabilities)
+    targets: str = "auto"             # auto | calibrated (0/1 at the released density) | soft (edge probabilities)
     nmd_iters: int = 200              # Noisy Mirror Descent iteration cap (it stops at the noise level)
     nmd_prior: float = 1e-3           # weight of NMD's KL pull towards the semantic prior
     noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma
+    fit_rank: int | None = None       # rank of the semantic fit; default: chosen from the release (no budget spent)
     # --- hashing ----------------------------------------------------------
     bits: int = 32                    # code length, a positive multiple of 8
     cnn: bool = True                  # small CNN on raw thumbnails when the dataset gives raw images
@@ -78,7 +81,8 @@ class Config:
     w_alignment: float = 0.5
     w_quantization: float = 0.1
     w_balance: float = 0.1
-    pair_balance: bool = False        # equal weight to positive and negative pairs (sparse graphs)
+    pair_balance: str = "auto"        # auto | true | false: equal weight to positive and negative pairs; auto: on for sparse released density
+    public_prior: str = "auto"        # auto | knn | none: train on the public-feature kNN graph (k = knn_k) beside the method's graph; auto: on for sparse released density
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
     dpsgd_steps: int = 300
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step
@@ -114,12 +118,31 @@ def validate_config(cfg: Config) -> None:
     for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear"):
         if getattr(cfg, k) < 0:
             raise ValueError(f"{k}={getattr(cfg, k)} must be >= 0")
-    if cfg.targets not in ("soft", "calibrated"):
-        raise ValueError(f"targets={cfg.targets!r}: choose soft or calibrated")
+    if cfg.targets not in ("auto", "soft", "calibrated"):
+        raise ValueError(f"targets={cfg.targets!r}: choose auto, soft or calibrated")
+    if cfg.pair_balance not in ("auto", "true", "false"):
+        raise ValueError(f"pair_balance={cfg.pair_balance!r}: choose auto, true or false")
+    if cfg.public_prior not in ("auto", "knn", "none"):
+        raise ValueError(f"public_prior={cfg.public_prior!r}: choose auto, knn or none")
+    if cfg.public_graph not in ("empty", "knn"):
+        raise ValueError(f"public_graph={cfg.public_graph!r}: choose empty or knn")
+    if cfg.graph not in ("label", "knn", "interact"):
+        raise ValueError(f"graph={cfg.graph!r}: choose label, knn or interact (or give --graph-file)")
+    if cfg.fit_rank is not None and cfg.fit_rank < 0:
+        raise ValueError(f"fit_rank={cfg.fit_rank} must be >= 0 (0: ignore the bilinear release)")
+    if cfg.knn_k < 1:
+        raise ValueError(f"knn_k={cfg.knn_k} must be >= 1")
     if cfg.feature_norm not in ("standardize", "l2", "none"):
         raise ValueError(f"feature_norm={cfg.feature_norm!r}: choose standardize, l2 or none")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.proj_dim < 1 or cfg.support_k < 1:
         raise ValueError("epochs, proj_dim and support_k must be >= 1 and batch_size >= 2")
+    if cfg.graph_file is not None:
+        if cfg.graph != "label":
+            raise ValueError(f"--graph {cfg.graph} builds the private graph from labels, but --graph-file gives "
+                             "your own graph: use one of the two")
+        data.check_graph_path(cfg.graph_file)  # exists, is a file, .npz/.csv/.txt; the content is read at load
+    elif cfg.dataset.endswith(".npz") and os.path.isfile(cfg.dataset):
+        data.require_labels(cfg.dataset)  # an .npz without 'labels' needs --graph-file
 
 
 def _bool(s: str) -> bool:
@@ -218,6 +241,51 @@ class TrueGraphTargets:
         return t
 
 
+class PublicTargets:
+    """Targets from public data only (``--method public``): the reference that a private method must beat.
+
+    ``empty``: no edge at all (identity targets: every item is similar only to itself).
+    ``knn``: the symmetric k-nearest-neighbour graph of the public projection z (cosine).
+    """
+
+    def __init__(self, kind: str, z: np.ndarray, *, k: int):
+        if kind not in ("empty", "knn"):
+            raise ValueError(f"public_graph={kind!r}: choose empty or knn")
+        self.kind = kind
+        self.csr = None
+        if kind == "knn":
+            e = privacy.public_support(z, k=k)
+            self.csr = privacy._csr(e, len(z))
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        t = np.zeros((len(idx), len(idx)), dtype=np.float32) if self.csr is None else \
+            self.csr[idx][:, idx].toarray().astype(np.float32)
+        np.fill_diagonal(t, 1.0)
+        return t
+
+
+def merge_public_prior(targets, cfg: Config, z: np.ndarray):
+    """The training graphs of a graph-trained method: (public prior, the method's own targets), stacked.
+
+    The public prior is the public-feature kNN graph (k = knn_k). Given as a second target graph,
+    the first-order loss is the mean over the two graphs, each balanced on its own
+    (hashing.holistic_loss), so the private graph adds to what the prior teaches instead of
+    diluting it. A method with no usable private signal (targets None) trains on the prior alone:
+    the public-only model (``--public-prior none``: on the empty graph). Our design (issue 13)."""
+    if cfg.public_prior == "none":
+        return targets if targets is not None else PublicTargets("empty", z, k=cfg.knn_k)
+    prior = PublicTargets("knn", z, k=cfg.knn_k)
+    if targets is None:
+        return prior
+    return lambda idx: np.stack([prior(idx), targets(idx)])
+
+
+def true_density(graph) -> float:
+    """Edge density of the TRUE graph: only for the NOT PRIVATE reference's pair-balance choice."""
+    m = sum(int(graph.rows(s, min(graph.n, s + 1024)).sum()) for s in range(0, graph.n, 1024))
+    return m / max(1, graph.n * (graph.n - 1))
+
+
 def retrieval_speed(query_codes: np.ndarray, db_codes: np.ndarray, block: int = 256) -> dict:
     """Queries per second for Hamming distances plus a full stable ranking of the database."""
     t0 = time.perf_counter()
@@ -247,11 +315,15 @@ def edge_lookup(graph):
     return graph.has_edge
 
 
+def graph_kind_of(cfg: Config) -> str:
+    return f"file {os.path.basename(cfg.graph_file)}" if cfg.graph_file else cfg.graph
+
+
 def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: float, secure: bool) -> str:
     return "\n".join([
         f"This run satisfies ({spent:.4g}, {cfg.delta:g})-differential privacy at the edge level (method dpsgd; "
         f"target epsilon {cfg.epsilon:g}).",
-        f"Dataset: {dataset}. Private graph: '{cfg.graph}' over {n} training items.",
+        f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge.",
         f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
         f"rate q = {q:.6g}, the label-dependent part of each sampled edge's gradient clipped to C = "
@@ -291,7 +363,7 @@ def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource, tim
     timings["clip + measure"] = t.done()
     t = _Stage()
     synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior,
-                               noise_ridge=cfg.noise_ridge)
+                               noise_ridge=cfg.noise_ridge, fit_rank=cfg.fit_rank)
     timings["synthesize (semantic fit + NMD)"] = t.done()
     timings["  of which NMD"] = {"seconds": round(synth.report.get("seconds", 0.0), 3), "peak_mib": None}
     return release, synth
@@ -323,8 +395,18 @@ def run(cfg: Config) -> dict:
 
     rundir = RunDir(cfg)
     try:
-        t = stage(f"private graph ({cfg.graph})")
-        graph = data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k)
+        graph_kind = graph_kind_of(cfg)
+        t = stage(f"private graph ({graph_kind})")
+        # --graph-file: edges over all items; its train-train edges are the private graph, its
+        # query-database links the graph-relevance ground truth (graph_rel, evaluation only)
+        edges = data.load_graph_file(cfg.graph_file, ds.n) if cfg.graph_file else None
+        graph_rel = None if edges is None else data.graph_relevance(
+            edges, split.query, split.database, required=not store.has_labels, path=cfg.graph_file)
+        graph = None  # --method public reads nothing private (the attack evaluation needs the graph)
+        if cfg.method != "public" or cfg.attack_eval_not_private:
+            graph = (data.graph_from_edges(edges, split.train) if edges is not None else
+                     data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k, seed=cfg.seed))
+        del edges
         z = data.public_projection(ds, split.train, dim=cfg.proj_dim)
         if cfg.attack_eval_not_private:
             print("WARNING: --attack-eval-not-private: the link-attack AUC is computed on the true private "
@@ -334,16 +416,37 @@ def run(cfg: Config) -> dict:
         timings["graph"] = t.done()
 
         statement = None
+        synthesis: dict = {}  # public facts about the synthesis (post-processing of the release)
+        pair_balance = None   # resolved per method below ("auto" decides from released or public data)
+        use_prior = False     # train on the public prior graph beside the method's own (resolved below)
         targets = None
-        if cfg.method == "nonprivate":
+        if cfg.method == "public":
+            targets = PublicTargets(cfg.public_graph, z, k=cfg.knn_k)
+            pair_balance = cfg.pair_balance != "false"  # auto: on (both public graphs are sparse)
+            statement = ("PUBLIC ONLY: method 'public' reads nothing of the private graph; it trains on "
+                         f"the '{cfg.public_graph}' graph built from public features alone. It is the reference "
+                         "that a private method must beat.\n")
+        elif cfg.method == "nonprivate":
             targets = TrueGraphTargets(graph)
+            # a NOT PRIVATE reference applies the same rule to the true graph (nothing of it is printed)
+            density = true_density(graph)
+            sparse = density < privacy.SPARSE_DENSITY
+            knn = privacy.public_support(z, k=cfg.knn_k)
+            lifted = density > 0 and graph.has_edge(knn[:, 0], knn[:, 1]).mean() / density >= privacy.PRIOR_LIFT
+            use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and (sparse or lifted))
+            if cfg.pair_balance == "auto":
+                pair_balance = sparse
             statement = ("NOT PRIVATE: method 'nonprivate' trains on the true private graph with no clipping "
                          "and no noise. It is a reference, and its outputs must not be released.\n")
         elif cfg.method == "edgerr":
             t = stage("sanitize: edge randomized response")
             rr = privacy.edge_randomized_response(graph, epsilon=cfg.epsilon, source=source)
             targets = rr.targets
-            statement = privacy.randomized_response_statement(rr, dataset=ds.name, graph_kind=cfg.graph,
+            sparse = rr.prior < privacy.SPARSE_DENSITY  # the debiased released density (no lift estimate)
+            use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and sparse)
+            if cfg.pair_balance == "auto":
+                pair_balance = sparse
+            statement = privacy.randomized_response_statement(rr, dataset=ds.name, graph_kind=graph_kind,
                                                               n_nodes=graph.n)
             timings["sanitize"] = t.done()
         elif cfg.method == "dpsgd":
@@ -357,14 +460,34 @@ def run(cfg: Config) -> dict:
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
             release, synth = sanitize(graph, z, cfg, source, timings)
-            targets = synth.targets if cfg.targets == "soft" else synth.calibrated(seed=cfg.seed)
-            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=cfg.graph, method=cfg.method)
+            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=graph_kind, method=cfg.method)
             timings["sanitize"] = t.done()
             rep = synth.report
+            choices = privacy.training_choices(synth, targets=cfg.targets, pair_balance=cfg.pair_balance,
+                                               prior="never" if cfg.public_prior == "none" else "auto",
+                                               prior_pairs=privacy.public_support(z, k=cfg.knn_k))
+            pair_balance = choices["pair_balance"]
+            use_prior = choices["public_prior"] or cfg.public_prior == "knn"
+            if choices["use_private"]:
+                targets = synth.targets if choices["targets"] == "soft" else synth.calibrated(seed=cfg.seed)
+            synthesis = {"fit_rank": rep.get("rank"), "fit_rank_chosen_by": rep.get("rank_chosen_by"), **choices}
+            print(f"  semantic fit rank {rep.get('rank')} of {z.shape[1]} ({rep.get('rank_chosen_by')}); "
+                  f"{choices['use_private_because']}; pair balance {'on' if pair_balance else 'off'} "
+                  f"({choices['pair_balance_because']})", flush=True)
             if rep.get("residual_rms"):
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
                     rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
                     ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
+        if pair_balance is None:
+            pair_balance = cfg.pair_balance == "true"
+        if cfg.method not in ("dpsgd", "public"):
+            # every graph-trained method follows the same rule: with the public prior (the public-feature kNN
+            # graph) as a second target graph where its graph is sparse; with no usable private signal, the
+            # prior alone (the public-only model)
+            if targets is None or use_prior:
+                targets = merge_public_prior(targets, cfg, z)
+            if not isinstance(targets, PublicTargets):  # two graphs: the sparse prior (k of N) always balanced
+                pair_balance = (True, pair_balance) if use_prior else pair_balance
         scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train], mode=cfg.feature_norm) for v in ds.views}
         feats = lambda idx: {v: scalers[v](getattr(ds, v)[idx]) for v in ds.views}  # noqa: E731
         cnn = tuple(v for v in ds.views if v == "image" and ds.raw_images is not None and cfg.cnn)
@@ -381,7 +504,7 @@ def run(cfg: Config) -> dict:
             del graph  # hashing never sees it
             t = stage("distill: train dual-stream hashing networks")
             weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
-                                          cfg.w_quantization, cfg.w_balance, cfg.pair_balance)
+                                          cfg.w_quantization, cfg.w_balance, pair_balance)
             model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
                                           batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
                                           weights=weights, device=device, cnn_views=cnn)
@@ -394,15 +517,22 @@ def run(cfg: Config) -> dict:
         dc = hashing.encode(model, feats(split.database), device=device)
         timings["encode"] = t.done()
         t = stage("evaluate")
-        ql = store.for_evaluation(split.query)
-        dl = store.for_evaluation(split.database)
         short = {"image": "I", "text": "T"}
-        metrics: dict = {"retrieval": {}}
-        for a in ds.views:
-            for b in ds.views:
-                task = f"{short[a]}->{short[b]}"
-                metrics["retrieval"][task] = evaluate.retrieval_report(qc[a], dc[b], ql, dl)
-        metrics["chance_map"] = evaluate.chance_map(ql, dl)
+        truth = {}  # relevance -> (queries evaluated, query "labels", database "labels")
+        if store.has_labels or graph_rel is None:  # with neither, for_evaluation says what is missing
+            truth["labels"] = (slice(None), store.for_evaluation(split.query), store.for_evaluation(split.database))
+        if graph_rel is not None and len(graph_rel[0]):  # graph relevance: linked in --graph-file
+            truth["graph"] = graph_rel                     # (one-hot query labels, so "share a label" == "linked")
+        reports = {rel: {f"{short[a]}->{short[b]}": evaluate.retrieval_report(qc[a][keep], dc[b], ql, dl)
+                         for a in ds.views for b in ds.views}
+                   for rel, (keep, ql, dl) in truth.items()}
+        primary = "labels" if "labels" in truth else "graph"
+        metrics: dict = {"retrieval": reports[primary], "relevance": primary}
+        if graph_rel is not None:
+            metrics["retrieval_graph"] = reports.get("graph", {})
+            metrics["chance_map_graph"] = evaluate.chance_map(*graph_rel[1:]) if "graph" in truth else None
+            metrics["graph_queries"] = {"evaluated": int(len(graph_rel[0])), "total": int(len(split.query))}
+        metrics["chance_map"] = evaluate.chance_map(*truth[primary][1:])
         metrics["retrieval_speed"] = retrieval_speed(qc[ds.views[0]], dc[ds.views[0]])
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone
@@ -410,6 +540,8 @@ def run(cfg: Config) -> dict:
             metrics["attack"] = attack_report(model, feats, split, ds, z, attack_pos, attack_neg, device, short)
         timings["evaluate"] = t.done()
         metrics["timings_s"] = timings
+        if synthesis:
+            metrics["synthesis"] = synthesis
         metrics["not_private"] = {"outputs": not_private(cfg),
                                   "metrics_use_training_labels": cfg.protocol == "standard",
                                   "attack_uses_private_graph": cfg.attack_eval_not_private}
@@ -450,11 +582,26 @@ def plot_curves(rundir: RunDir, metrics: dict) -> None:
 
 
 def metrics_markdown(cfg: Config, metrics: dict) -> str:
-    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits", "",
-             "| task | mAP@all | tie-aware mAP | P@r<=2 |", "| --- | --- | --- | --- |"]
-    for task, r in metrics["retrieval"].items():
-        lines.append(f"| {task} | {r['map']:.4f} | {r['map_tie_aware']:.4f} | {r['p_r2']:.4f} |")
+    def table(reports: dict) -> list[str]:
+        return ["| task | mAP@all | tie-aware mAP | P@r<=2 |", "| --- | --- | --- | --- |"] + [
+            f"| {task} | {r['map']:.4f} | {r['map_tie_aware']:.4f} | {r['p_r2']:.4f} |" for task, r in reports.items()]
+
+    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits", ""]
+    g = metrics.get("graph_queries")  # present with --graph-file
+    linked = "" if not g else (f"linked in --graph-file; evaluated on the {g['evaluated']} of {g['total']} queries "
+                               "with at least one linked database item (the others have no relevant item)")
+    if g and metrics.get("relevance") == "graph":
+        lines += [f"relevance: {linked}; the dataset has no labels", ""]
+    elif g:
+        lines += ["relevance: shares a label", ""]
+    lines += table(metrics["retrieval"])
     lines += ["", f"chance mAP (expected precision of a random ranking): {metrics['chance_map']:.4f}", ""]
+    if g and metrics.get("relevance") == "labels":
+        if metrics.get("retrieval_graph"):
+            lines += [f"graph relevance: {linked}", ""] + table(metrics["retrieval_graph"])
+            lines += ["", f"chance mAP (graph relevance): {metrics['chance_map_graph']:.4f}", ""]
+        else:
+            lines += ["graph relevance: --graph-file links no query to a database item; no graph-relevance mAP", ""]
     if metrics.get("attack"):
         lines += ["| link attack on | AUC from codes | AUC from public features | advantage |",
                   "| --- | --- | --- | --- |"]
@@ -600,7 +747,8 @@ class SweepConfig:
     epsilons: str = "0.5,1,2,4,8"     # comma-separated
     bits: str = "16,32,64"            # comma-separated code lengths
     seeds: str = "0,1,2"              # comma-separated; seed s = split s (and data s if synthetic)
-    reference: bool = True        # also run the non-private references (see sweep_cells)
+    reference: bool = True        # also run the non-private and public-only references (see sweep_cells)
+    public_variants: str = "empty,empty-pb,knn,knn-pb"   # public-only models run as references
     out: str = os.path.join("runs", "sweep")   # one folder per experiment (fixed --extra)
     extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
 
@@ -619,21 +767,38 @@ def parse_list(option: str, text: str, kind=int, *, minimum=None, example: str =
     return values
 
 
+# The public-only reference: the same networks and loss with no private information, on the
+# empty graph and on the public-feature kNN graph, each with pair balance off and on; the best of
+# the four (by mean mAP over seeds, per task) is the reference a private method must beat.
+PUBLIC_VARIANTS = {"empty": ("empty", False), "empty-pb": ("empty", True),
+                   "knn": ("knn", False), "knn-pb": ("knn", True)}
+
+
+def cell_label(c: dict) -> str:
+    """'public-<variant>' for the public-only cells, the method otherwise."""
+    return f"public-{c['variant']}" if c["method"] == "public" else c["method"]
+
+
 def sweep_cells(sc: SweepConfig) -> list[dict]:
-    """The (method, epsilon, bits, seed) cells. With ``reference`` three NOT PRIVATE references
-    join each (bits, seed): the holistic loss on the true graph (``nonprivate``), the DMP-MH
+    """The (method, epsilon, bits, seed) cells. With ``reference``, each (bits, seed) also gets
+    three NOT PRIVATE references: the holistic loss on the true graph (``nonprivate``), the DMP-MH
     pipeline without noise (``dmpmh`` at epsilon = inf: clipped, exact statistics), and the same
-    pipeline with neither noise nor clipping (``naive`` at epsilon = inf: exact unclipped statistics)."""
+    pipeline with neither noise nor clipping (``naive`` at epsilon = inf: exact unclipped statistics);
+    and the four public-only models of PUBLIC_VARIANTS (``public``, no private data; epsilon 0)."""
     methods = [m for m in sc.methods.split(",") if m]
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"sweep: unknown method {m!r}; choose from {', '.join(METHODS)}")
-        if m == "nonprivate":
-            raise ValueError("sweep: 'nonprivate' is not a private method and has no epsilon; it is run as a "
+        if m in ("nonprivate", "public"):
+            raise ValueError(f"sweep: '{m}' is not a private method and has no epsilon; it is run as a "
                              "reference with --reference true (the default), so drop it from --methods")
     if not methods:
         raise ValueError("sweep: --methods is empty; give at least one of dmpmh, naive, edgerr, dpsgd")
     eps = parse_list("--epsilons", sc.epsilons, float, example="0.5,1,2")
+    variants = [v for v in sc.public_variants.split(",") if v]
+    bad = [v for v in variants if v not in PUBLIC_VARIANTS]
+    if bad:
+        raise ValueError(f"sweep: unknown --public-variants {bad}; choose from {', '.join(PUBLIC_VARIANTS)}")
     cells = []
     for b in parse_list("--bits", sc.bits, example="16,32,64"):
         for s in parse_list("--seeds", sc.seeds, minimum=0):
@@ -644,7 +809,20 @@ def sweep_cells(sc: SweepConfig) -> list[dict]:
                 cells.append({"method": "nonprivate", "epsilon": math.inf, "bits": b, "seed": s})
                 cells.append({"method": "dmpmh", "epsilon": math.inf, "bits": b, "seed": s})
                 cells.append({"method": "naive", "epsilon": math.inf, "bits": b, "seed": s})
+                for v in variants:
+                    cells.append({"method": "public", "variant": v, "epsilon": 0.0, "bits": b, "seed": s})
     return cells
+
+
+def cell_config(base: Config, c: dict, **over) -> Config:
+    """The run configuration of one sweep cell (a public cell keeps the base epsilon: it spends none)."""
+    if c["method"] == "public":
+        graph, pb = PUBLIC_VARIANTS[c["variant"]]
+        return dataclasses.replace(base, method="public", public_graph=graph, pair_balance=str(pb).lower(),
+                                   bits=c["bits"],
+                                   seed=c["seed"], **over)
+    return dataclasses.replace(base, method=c["method"], epsilon=c["epsilon"], bits=c["bits"], seed=c["seed"],
+                               **over)
 
 
 def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:
@@ -675,7 +853,7 @@ def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:
 
 
 def _cell_name(c: dict) -> str:
-    return f"{c['method']}_eps{c['epsilon']:g}_b{c['bits']}_s{c['seed']}.json"
+    return f"{cell_label(c)}_eps{c['epsilon']:g}_b{c['bits']}_s{c['seed']}.json"
 
 
 def sweep_main(argv: list[str]) -> int:
@@ -684,8 +862,7 @@ def sweep_main(argv: list[str]) -> int:
     base = parse_config(extra)  # validates the extra options early
     cells = sweep_cells(sc)
     for c in cells:  # every cell's settings are checked before anything is written
-        validate_config(dataclasses.replace(base, method=c["method"], epsilon=c["epsilon"], bits=c["bits"],
-                                            seed=c["seed"]))
+        validate_config(cell_config(base, c))
     _claim_output_folder(sc.out, "sweep", extra)
     done = 0
     for k, c in enumerate(cells):
@@ -694,8 +871,7 @@ def sweep_main(argv: list[str]) -> int:
             done += 1
             continue
         print(f"== sweep cell {k + 1}/{len(cells)}: {c} ({done} already done)", flush=True)
-        cfg = dataclasses.replace(base, method=c["method"], epsilon=c["epsilon"], bits=c["bits"], seed=c["seed"],
-                                  out_dir=os.path.join(sc.out, "runs"))
+        cfg = cell_config(base, c, out_dir=os.path.join(sc.out, "runs"))
         m = run(cfg)
         record = {**c, "dataset": cfg.dataset, "not_private": m["not_private"], "retrieval": {t: r["map"] for t, r in m["retrieval"].items()},
                   "retrieval_tie_aware": {t: r["map_tie_aware"] for t, r in m["retrieval"].items()},
@@ -719,7 +895,7 @@ def write_sweep_tables(out: str) -> None:
     groups: dict = {}
     for c in cells:
         for task, v in c["retrieval"].items():
-            groups.setdefault((c["method"], c["epsilon"], c["bits"], task), []).append(v)
+            groups.setdefault((cell_label(c), c["epsilon"], c["bits"], task), []).append(v)
     rows = sorted(groups, key=lambda k: (k[3], k[2], k[0], k[1]))
     csv = ["method,epsilon,bits,task,mean_map,std_map,n_seeds"]
     md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds |", "| --- | --- | --- | --- | --- | --- |"]
@@ -731,18 +907,23 @@ def write_sweep_tables(out: str) -> None:
     write_atomic(os.path.join(out, "results.csv"), "\n".join(csv) + "\n")
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
+    refs = sweep_references(cells)
     for task in sorted({k[3] for k in rows}):
         for bits in sorted({k[2] for k in rows}):
             series = {}
-            for method in sorted({k[0] for k in rows}):
+            for method in sorted({k[0] for k in rows if not k[0].startswith("public")}):
                 pts = sorted((k[1], float(np.mean(groups[k]))) for k in rows
-                             if k[0] == method and k[2] == bits and k[3] == task and math.isfinite(k[1]))
+                             if k[0] == method and k[2] == bits and k[3] == task and 0 < k[1] < math.inf)
                 if pts:
                     series[method] = ([p[0] for p in pts], [p[1] for p in pts])
             if series:
+                r = refs.get((task, bits), {})
+                lines = {f"public-only ({r.get('public_variant')})": r.get("public"),
+                         "best non-private (NOT PRIVATE)": r.get("nonprivate"), "chance": r.get("chance")}
                 name = f"privacy_utility_{task.replace('->', '2')}_{bits}bits.png"
                 evaluate.line_plot(os.path.join(out, name), series, title=f"{task}, {bits} bits",
-                                   xlabel="epsilon", ylabel="mAP@all", xlog=True)
+                                   xlabel="epsilon", ylabel="mAP@all", xlog=True,
+                                   hlines={k: v for k, v in lines.items() if v is not None})
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
 
 
@@ -752,41 +933,86 @@ def mean_std_text(values) -> str:
     return f"{v.mean():.4f} ± {v.std(ddof=1):.4f}" if len(v) > 1 else f"{v.mean():.4f} (1 seed)"
 
 
-def sweep_summary(cells: list[dict]) -> str:
-    """One table per (task, bits): each private method per epsilon, DMP-MH's retention, its margin.
+def sweep_references(cells: list[dict]) -> dict:
+    """Per (task, bits): the public-only reference, the best non-private reference and chance.
 
-    reference  = the best mean of the non-private references (nonprivate; dmpmh and naive at eps = inf);
-    retention  = (mAP - chance) / (reference - chance), chance = mean chance mAP of the seeds' splits;
-    margin     = DMP-MH mean minus the best private baseline's mean at the same epsilon, both over the
-                 seeds the two share (the same splits; the best baseline is picked by its own mean), reported
-                 with margin / max(std of the two), the "margin above 2 std" criterion of issue 7,
-                 and margin / std of the per-seed differences (paired: seed s gives both methods
-                 the same split and, for synthetic data, the same data, so this std excludes the
-                 spread between datasets that dominates the per-method std).
+    public     = the best PUBLIC_VARIANTS model by mean mAP over seeds (``public_variant`` names it,
+                 ``public_seeds`` holds its per-seed values); no private information at all;
+    nonprivate = the best mean of the NOT PRIVATE references (nonprivate; dmpmh and naive at eps = inf);
+    chance     = the mean chance mAP of the seeds' splits.
+    Choosing the best public variant by its evaluation mAP favours the reference, never the private
+    methods: a private method is measured against the strongest public-only model we can build.
     """
     groups: dict = {}
     chance: dict = {}
     for c in cells:
         chance.setdefault(c["bits"], []).append(c["chance_map"])
         for task, v in c["retrieval"].items():
-            groups.setdefault((task, c["bits"], c["method"], c["epsilon"]), {})[c["seed"]] = v
+            groups.setdefault((task, c["bits"], cell_label(c), c["epsilon"]), {})[c["seed"]] = v
+    out: dict = {}
+    for task, bits in {(k[0], k[1]) for k in groups}:
+        r: dict = {"chance": float(np.mean(chance[bits]))}
+        pub = {k[2]: v for k, v in groups.items() if k[:2] == (task, bits) and k[2].startswith("public-")}
+        if pub:
+            best = max(pub, key=lambda m: float(np.mean(list(pub[m].values()))))
+            r.update(public=float(np.mean(list(pub[best].values()))), public_variant=best[len("public-"):],
+                     public_seeds=pub[best])
+        nonp = [float(np.mean(list(groups[(task, bits, m, math.inf)].values())))
+                for m in ("nonprivate", "dmpmh", "naive") if (task, bits, m, math.inf) in groups]
+        if nonp:
+            r["nonprivate"] = max(nonp)
+        out[(task, bits)] = r
+    return out
+
+
+def sweep_summary(cells: list[dict]) -> str:
+    """One table per (task, bits): each private method per epsilon, DMP-MH's retention, its margins.
+
+    public     = the public-only reference (sweep_references): the bar a private method must clear;
+    reference  = the best non-private reference;
+    retention  = (mAP - public) / (reference - public): the share of what the private graph adds that
+                 DMP-MH keeps (it leads); and, as before, (mAP - chance) / (reference - chance);
+    vs public  = DMP-MH minus the public-only reference over the seeds both ran, and divided by the std of
+                 the per-seed differences (paired: seed s gives both the same split and data);
+    margin     = DMP-MH mean minus the best private baseline's mean at the same epsilon, both over the
+                 seeds the two share (the best baseline is picked by its own mean), reported
+                 with margin / max(std of the two) and margin / std of the per-seed differences (paired).
+    """
+    groups: dict = {}
+    for c in cells:
+        for task, v in c["retrieval"].items():
+            groups.setdefault((task, c["bits"], cell_label(c), c["epsilon"]), {})[c["seed"]] = v
+    refs = sweep_references(cells)
     mean = {k: float(np.mean(list(v.values()))) for k, v in groups.items()}
     lines = ["# Sweep summary", "",
-             "mean ± std over seeds; retention = (mAP - chance) / (reference - chance); margin = DMP-MH minus the",
-             "best private baseline at that epsilon over the seeds both ran, and that margin divided by the larger",
-             "of the two stds and by the std of the per-seed differences (paired).", ""]
+             "mean ± std over seeds. public = the best public-only model (no private information: the empty or",
+             "public-kNN graph, pair balance off or on). retention vs public = (mAP - public) / (reference - public),",
+             "the share of what the private graph adds that DMP-MH keeps; retention above chance = (mAP - chance) /",
+             "(reference - chance). vs public = DMP-MH minus public, and divided by the std of the per-seed",
+             "differences (paired). margin = DMP-MH minus the best private baseline at that epsilon over the seeds",
+             "both ran, and divided by the larger of the two stds and by the paired std.", ""]
+
+    def paired(a: dict, b: dict) -> tuple[str, str]:
+        shared = sorted(set(a) & set(b))  # compare the same splits only
+        if not shared:
+            return "-", "-"
+        diffs = np.array([a[s] - b[s] for s in shared])
+        m = float(diffs.mean())
+        sd = float(diffs.std(ddof=1)) if len(shared) > 1 else 0.0
+        tiny = 1e-9 * max(1.0, abs(m))  # equal differences leave a rounding-level std
+        return f"{m:+.4f}", (f"{m / sd:+.1f}" if sd > tiny else "-")
+
     for task, bits in sorted({(k[0], k[1]) for k in groups}):
-        methods = sorted({k[2] for k in groups if k[:2] == (task, bits) and math.isfinite(k[3])},
+        r = refs[(task, bits)]
+        methods = sorted({k[2] for k in groups if k[:2] == (task, bits) and 0 < k[3] < math.inf},
                          key=lambda m: (m != "dmpmh", m))
-        eps = sorted({k[3] for k in groups if k[:2] == (task, bits) and math.isfinite(k[3])})
-        refs = [mean[(task, bits, m, math.inf)] for m in ("nonprivate", "dmpmh", "naive")
-                if (task, bits, m, math.inf) in mean]
-        ref = max(refs) if refs else math.nan
-        ch = float(np.mean(chance[bits]))
-        lines += [f"## {task}, {bits} bits (reference {ref:.4f}, chance {ch:.4f})", ""]
+        eps = sorted({k[3] for k in groups if k[:2] == (task, bits) and 0 < k[3] < math.inf})
+        ref, ch, pub = r.get("nonprivate", math.nan), r["chance"], r.get("public", math.nan)
+        pub_text = (f"public-only {pub:.4f} ({r['public_variant']})" if "public" in r else "public-only: not run")
+        lines += [f"## {task}, {bits} bits (reference {ref:.4f}, {pub_text}, chance {ch:.4f})", ""]
         baselines = [m for m in methods if m != "dmpmh"]
-        head = ["epsilon", *methods, "DMP-MH retention", "best private baseline", "margin", "margin / std",
-                "margin / paired std"]
+        head = ["epsilon", *methods, "DMP-MH retention vs public", "retention above chance", "vs public",
+                "vs public / paired std", "best private baseline", "margin", "margin / std", "margin / paired std"]
         lines += ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         for e in eps:
             row = [f"{e:g}"]
@@ -794,26 +1020,29 @@ def sweep_summary(cells: list[dict]) -> str:
                 k = (task, bits, m, e)
                 row.append(mean_std_text(list(groups[k].values())) if k in groups else "-")
             d = mean.get((task, bits, "dmpmh", e))
-            present = [m for m in baselines if (task, bits, m, e) in groups]
-            # retention is defined only when the reference is above chance
+            # each retention is defined only when the reference is above its floor
+            row.append(f"{(d - pub) / (ref - pub):.1%}" if d is not None and ref > pub else "-")
             row.append(f"{(d - ch) / (ref - ch):.1%}" if d is not None and ref > ch else "-")
+            if d is not None and "public" in r:
+                row += list(paired(groups[(task, bits, "dmpmh", e)], r["public_seeds"]))
+            else:
+                row += ["-", "-"]
+            present = [m for m in baselines if (task, bits, m, e) in groups]
             if d is None or not present:
                 row += ["-", "-", "-", "-"]
             else:
                 best = max(present, key=lambda m: mean[(task, bits, m, e)])
                 ds, bs = groups[(task, bits, "dmpmh", e)], groups[(task, bits, best, e)]
-                shared = sorted(set(ds) & set(bs))  # compare the same splits only
+                shared = sorted(set(ds) & set(bs))
                 if not shared:
                     row += [best, "-", "-", "-"]
                 else:
                     dv, bv = np.array([ds[s] for s in shared]), np.array([bs[s] for s in shared])
-                    diffs = dv - bv
-                    margin = float(diffs.mean())
+                    margin = float((dv - bv).mean())
                     spread = max(float(dv.std(ddof=1)), float(bv.std(ddof=1))) if len(shared) > 1 else 0.0
-                    paired = float(diffs.std(ddof=1)) if len(shared) > 1 else 0.0
-                    tiny = 1e-9 * max(1.0, abs(margin))  # equal differences leave a rounding-level std
-                    row += [best, f"{margin:+.4f}", f"{margin / spread:+.1f}" if spread > tiny else "-",
-                            f"{margin / paired:+.1f}" if paired > tiny else "-"]
+                    tiny = 1e-9 * max(1.0, abs(margin))
+                    m_text, p_text = paired(ds, bs)
+                    row += [best, m_text, f"{margin / spread:+.1f}" if spread > tiny else "-", p_text]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -829,7 +1058,15 @@ ABLATIONS = {
     "- triangle loss term": {"w_triangle": 0.0},
     "- semantic statistics": {"share_bilinear": 0.0},
     "- cross-modal alignment": {"w_alignment": 0.0},
+    "- public prior": {"public_prior": "none"},
+    "- rank rule (full rank r)": {"fit_rank": "proj_dim"},
+    "- pair-balance rule (off)": {"pair_balance": "false"},
 }
+
+
+def _ablation_config(base: Config, over: dict, **more) -> Config:
+    over = {k: (base.proj_dim if v == "proj_dim" else v) for k, v in over.items()}
+    return dataclasses.replace(base, **over, **more)
 
 
 @dataclass
@@ -837,6 +1074,7 @@ class AblationConfig:
     seeds: str = "0,1,2"
     out: str = os.path.join("runs", "ablation")
     extra: str = ""               # run options shared by every variant, e.g. "--dataset synthetic --epsilon 1"
+    public: bool = True           # also run the four public-only models; the table shows the best of them
 
 
 def ablation_main(argv: list[str]) -> int:
@@ -844,30 +1082,39 @@ def ablation_main(argv: list[str]) -> int:
     base = parse_config(ac.extra.split())
     seeds = parse_list("--seeds", ac.seeds, minimum=0)
     for over in ABLATIONS.values():  # every variant's settings are checked before anything is written
-        validate_config(dataclasses.replace(base, **over))
+        validate_config(_ablation_config(base, over))
     _claim_output_folder(ac.out, "ablation", ac.extra.split())
     results: dict[str, list[dict]] = {}
-    for name, over in ABLATIONS.items():
-        for s in seeds:
-            key = name.strip("- ").replace(" ", "_").replace("+", "and")
-            path = os.path.join(ac.out, "cells", f"{key}_s{s}.json")
-            if not os.path.exists(path):
-                print(f"== ablation: {name}, seed {s}", flush=True)
-                cfg = dataclasses.replace(base, seed=s, out_dir=os.path.join(ac.out, "runs"), **over)
-                m = run(cfg)
-                write_atomic(path, json.dumps({t: r["map"] for t, r in m["retrieval"].items()}))
-            with open(path) as f:
-                results.setdefault(name, []).append(json.load(f))
+    jobs = [(name, s, lambda s, over=over: _ablation_config(base, over, seed=s, out_dir=os.path.join(ac.out, "runs")))
+            for name, over in ABLATIONS.items() for s in seeds]
+    if ac.public:
+        jobs += [(f"public-{v}", s, lambda s, v=v: cell_config(base, {"method": "public", "variant": v, "bits": base.bits,
+                                                                    "seed": s}, out_dir=os.path.join(ac.out, "runs")))
+                 for v in PUBLIC_VARIANTS for s in seeds]
+    for name, s, make in jobs:
+        key = name.strip("- ").replace(" ", "_").replace("+", "and").replace("(", "").replace(")", "")
+        path = os.path.join(ac.out, "cells", f"{key}_s{s}.json")
+        if not os.path.exists(path):
+            print(f"== ablation: {name}, seed {s}", flush=True)
+            m = run(make(s))
+            write_atomic(path, json.dumps({t: r["map"] for t, r in m["retrieval"].items()}))
+        with open(path) as f:
+            results.setdefault(name, []).append(json.load(f))
     tasks = list(next(iter(results.values()))[0])
-    lines = [f"# Ablation ({base.dataset}, graph {base.graph}, epsilon {base.epsilon:g}, {base.bits} bits, "
+    lines = [f"# Ablation ({base.dataset}, graph {graph_kind_of(base)}, epsilon {base.epsilon:g}, {base.bits} bits, "
              f"seeds {ac.seeds}); mAP@all, mean ± std", "",
              "| variant | " + " | ".join(tasks) + " |", "| --- |" + " --- |" * len(tasks)]
     for name, rs in results.items():
+        if name.startswith("public-"):
+            continue
+        lines.append(f"| {name} | " + " | ".join(mean_std_text([r[t] for r in rs]) for t in tasks) + " |")
+    public = {n: rs for n, rs in results.items() if n.startswith("public-")}
+    if public:  # the best public-only model, per task (no private information at all)
         cells = []
         for t in tasks:
-            v = np.array([r[t] for r in rs])
-            cells.append(mean_std_text(v))
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            best = max(public, key=lambda n: float(np.mean([r[t] for r in public[n]])))
+            cells.append(f"{mean_std_text([r[t] for r in public[best]])} ({best[len('public-'):]})")
+        lines.append("| public-only reference (best of the four public models) | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     write_atomic(os.path.join(ac.out, "ablation.md"), text)
     print(text)

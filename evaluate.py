@@ -745,14 +745,17 @@ def _save_png(img, path):
 
 
 def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
-              size=(720, 480), ylim=None):
+              size=(720, 480), ylim=None, hlines=None):
     """Draw named (xs, ys) series as lines with markers and save a PNG atomically.
 
     series: dict name -> (xs, ys). Non-finite points are skipped (the line
     breaks there); with xlog=True, x <= 0 is skipped too. Axes, numeric tick
     labels, grid, legend and up to 10 distinct colours (then they repeat).
-    ylim=(lo, hi) fixes the y range. Written to path + '.tmp', then os.replace.
+    ylim=(lo, hi) fixes the y range. hlines: dict name -> y, drawn as dashed
+    horizontal reference lines (e.g. the public-only model, chance) with a dashed
+    legend entry. Written to path + '.tmp', then os.replace.
     """
+    hlines = {k: float(v) for k, v in (hlines or {}).items() if v is not None and math.isfinite(float(v))}
     if not series:
         raise ValueError("series must name at least one (xs, ys) pair")
     clean = {}
@@ -764,7 +767,7 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
         ok = np.isfinite(x) & np.isfinite(y) & ((x > 0) if xlog else True)
         clean[name] = (x, y, ok)
     all_x = np.concatenate([x[ok] for x, _, ok in clean.values()])
-    all_y = np.concatenate([y[ok] for _, y, ok in clean.values()])
+    all_y = np.concatenate([y[ok] for _, y, ok in clean.values()] + [np.array(list(hlines.values()))])
     if all_x.size == 0:
         raise ValueError("no finite points to plot")
 
@@ -832,8 +835,18 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
                 cx, cy = px(xi), py(yi)
                 draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
 
+    def dashed(y, colour):
+        x = float(left)
+        while x < right:
+            draw.line([(x, y), (min(x + 8, right), y)], fill=colour, width=2)
+            x += 14
+
+    n_series = len(clean)
+    for idx, (name, yv) in enumerate(hlines.items()):
+        dashed(py(yv), PALETTE[(n_series + idx) % len(PALETTE)])
+
     # Legend inside the axes, in the corner that covers the fewest points.
-    names = list(clean)
+    names = list(clean) + list(hlines)
     line_h = max(_text_size(draw, n, font)[1] for n in names) + 6
     box_w = max(_text_size(draw, n, font)[0] for n in names) + 40
     box_h = line_h * len(names) + 6
@@ -846,7 +859,11 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
     for idx, name in enumerate(names):
         colour = PALETTE[idx % len(PALETTE)]
         yy = ly + 6 + idx * line_h + line_h / 2 - 3
-        draw.line([(lx + 6, yy), (lx + 26, yy)], fill=colour, width=3)
+        if idx < n_series:
+            draw.line([(lx + 6, yy), (lx + 26, yy)], fill=colour, width=3)
+        else:
+            draw.line([(lx + 6, yy), (lx + 12, yy)], fill=colour, width=3)
+            draw.line([(lx + 18, yy), (lx + 26, yy)], fill=colour, width=3)
         draw.text((lx + 32, yy - line_h / 2 + 2), name, fill=_INK, font=font)
 
     if title:

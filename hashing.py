@@ -98,7 +98,8 @@ class LossWeights:
     alignment: float = 0.5
     quantization: float = 0.1
     balance: float = 0.1
-    pair_balance: bool = False   # weight positive and negative pairs equally in the first-order term
+    pair_balance: bool | tuple = False   # weight positive and negative pairs equally in the first-order term
+    # (a tuple gives one flag per target graph when targets come as a (G, B, B) stack)
 
 
 def _pairwise_bce(logits: torch.Tensor, target: torch.Tensor, balanced: bool) -> torch.Tensor:
@@ -114,13 +115,23 @@ def _pairwise_bce(logits: torch.Tensor, target: torch.Tensor, balanced: bool) ->
 
 def holistic_loss(codes: dict[str, torch.Tensor], target: torch.Tensor, w: LossWeights
                   ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The holistic structural loss of the module docstring; returns (total, parts)."""
+    """The holistic structural loss of the module docstring; returns (total, parts).
+
+    ``target`` is (B, B), or (G, B, B) for G target graphs (e.g. the public prior and the
+    synthetic graph): the first-order term is then the mean of its value on each graph, each
+    balanced on its own, so that one graph's positives do not dilute the other's; the
+    triangle term uses the mean graph."""
     views = list(codes)
     parts: dict[str, torch.Tensor] = {}
     zero = target.new_zeros(())
+    graphs = list(target) if target.dim() == 3 else [target]
+    target = graphs[0] if len(graphs) == 1 else torch.stack(graphs).mean(0)
     if w.first_order:
-        terms = [_pairwise_bce(0.5 * codes[a] @ codes[b].T, target, w.pair_balance)
-                 for i, a in enumerate(views) for b in views[i:]]
+        balance = w.pair_balance if isinstance(w.pair_balance, tuple) else (w.pair_balance,) * len(graphs)
+        if len(balance) != len(graphs):
+            raise ValueError(f"pair_balance has {len(balance)} flags for {len(graphs)} target graphs")
+        terms = [_pairwise_bce(0.5 * codes[a] @ codes[b].T, g, pb)
+                 for g, pb in zip(graphs, balance) for i, a in enumerate(views) for b in views[i:]]
         parts["first_order"] = torch.stack(terms).mean()
     if w.triangle:
         hbar = torch.stack([codes[v] for v in views]).mean(0)

@@ -124,18 +124,41 @@ def test_sweep_summary_margin_and_retention():
             cells.append({"method": method, "epsilon": eps, "bits": 32, "seed": s, "chance_map": 0.4,
                           "retrieval": {"T->T": v}})
     md = dmpmh.sweep_summary(cells)
-    assert "## T->T, 32 bits (reference 0.8000, chance 0.4000)" in md
+    assert "## T->T, 32 bits (reference 0.8000, public-only: not run, chance 0.4000)" in md
     row = [ln for ln in md.splitlines() if ln.startswith("| 1 |")][0].split(" | ")
-    # dmpmh first, then baselines alphabetically; retention (0.72 - 0.4) / (0.8 - 0.4) = 80%;
+    # dmpmh first, then baselines alphabetically; no public cells: no retention against them;
+    # retention above chance (0.72 - 0.4) / (0.8 - 0.4) = 80%;
     # best baseline naive, margin 0.10, std 0.02 each -> 5.0 std
     assert row[1:4] == ["0.7200 ± 0.0200", "0.5200 ± 0.0200", "0.6200 ± 0.0200"]
     # paired: the per-seed differences are 0.10 every time, so their std is 0 and no ratio is shown
-    assert row[4:9] == ["80.0%", "naive", "+0.1000", "+5.0", "- |"]
+    assert row[4:12] == ["-", "80.0%", "-", "-", "naive", "+0.1000", "+5.0", "- |"]
     # perturb one seed: DMP-MH 0.70, 0.72, 0.77 (std 0.0361) against naive 0.60, 0.62, 0.64 (std 0.02):
     # margin 0.11 -> 0.11 / 0.0361 = 3.1 unpaired; differences 0.10, 0.10, 0.13 (std 0.0173) -> 6.4 paired
     cells[10]["retrieval"]["T->T"] = 0.77
     row = [ln for ln in dmpmh.sweep_summary(cells).splitlines() if ln.startswith("| 1 |")][0].split(" | ")
-    assert row[7:9] == ["+3.1", "+6.4 |"]
+    assert row[10:12] == ["+3.1", "+6.4 |"]
+
+
+def test_sweep_summary_public_reference_and_retention_against_it():
+    cells = []
+    for s, (d, p_knn, p_empty) in enumerate([(0.70, 0.60, 0.50), (0.72, 0.63, 0.52), (0.74, 0.64, 0.54)]):
+        for method, eps, v in [("dmpmh", 1.0, d), ("naive", 1.0, d - 0.05), ("nonprivate", math.inf, 0.80)]:
+            cells.append({"method": method, "epsilon": eps, "bits": 32, "seed": s, "chance_map": 0.4,
+                          "retrieval": {"T->T": v}})
+        for variant, v in [("knn-pb", p_knn), ("empty", p_empty)]:
+            cells.append({"method": "public", "variant": variant, "epsilon": 0.0, "bits": 32, "seed": s,
+                          "chance_map": 0.4, "retrieval": {"T->T": v}})
+    refs = dmpmh.sweep_references(cells)[("T->T", 32)]
+    assert refs["public_variant"] == "knn-pb" and refs["public"] == pytest.approx(0.6233333, abs=1e-6)
+    md = dmpmh.sweep_summary(cells)
+    assert "public-only 0.6233 (knn-pb)" in md
+    row = [ln for ln in md.splitlines() if ln.startswith("| 1 |")][0].split(" | ")
+    # public cells are references, not methods: only dmpmh and naive are columns
+    assert row[1:3] == ["0.7200 ± 0.0200", "0.6700 ± 0.0200"]
+    # retention vs public (0.72 - 0.62333) / (0.8 - 0.62333) = 54.7%; above chance 80%
+    assert row[3:5] == ["54.7%", "80.0%"]
+    # vs public: differences 0.10, 0.09, 0.10 -> +0.0967, std 0.00577 -> +16.7 paired std
+    assert row[5:7] == ["+0.0967", "+16.7"]
 
 
 def test_sweep_summary_single_seed_shows_no_std():
@@ -144,7 +167,7 @@ def test_sweep_summary_single_seed_shows_no_std():
              for m, v in [("dmpmh", 0.70), ("naive", 0.65)]]
     row = [ln for ln in dmpmh.sweep_summary(cells).splitlines() if ln.startswith("| 1 |")][0].split(" | ")
     assert row[1:3] == ["0.7000 (1 seed)", "0.6500 (1 seed)"]
-    assert row[4:8] == ["naive", "+0.0500", "-", "- |"]
+    assert row[7:11] == ["naive", "+0.0500", "-", "- |"]
     assert dmpmh.mean_std_text([0.5, 0.7]) == "0.6000 ± 0.1414"
 
 
@@ -153,11 +176,14 @@ def test_sweep_references_include_the_pipeline_without_noise_or_clipping():
     refs = [(c["method"], c["epsilon"]) for c in dmpmh.sweep_cells(sc) if c["epsilon"] == math.inf]
     # issue 6: "the same pipeline with no noise and no clipping" is naive synthesis at epsilon = inf
     assert refs == [("nonprivate", math.inf), ("dmpmh", math.inf), ("naive", math.inf)]
+    # issue 13: the four public-only models (empty / public kNN graph, pair balance off / on)
+    pub = [dmpmh.cell_label(c) for c in dmpmh.sweep_cells(sc) if c["method"] == "public"]
+    assert pub == ["public-empty", "public-empty-pb", "public-knn", "public-knn-pb"]
     cells = [{"method": m, "epsilon": e, "bits": 32, "seed": 0, "chance_map": 0.4, "retrieval": {"T->T": v}}
              for m, e, v in [("dmpmh", 1.0, 0.7), ("nonprivate", math.inf, 0.75), ("dmpmh", math.inf, 0.76),
                              ("naive", math.inf, 0.80)]]
     md = dmpmh.sweep_summary(cells)
-    assert "(reference 0.8000, chance 0.4000)" in md  # the best of the three
+    assert "(reference 0.8000, public-only: not run, chance 0.4000)" in md  # the best of the three
     assert "| 75.0% |" in md  # (0.7 - 0.4) / (0.8 - 0.4)
 
 
@@ -168,14 +194,14 @@ def test_sweep_summary_edge_cases():
     # equal per-seed differences that float rounding makes unequal: no absurd paired ratio
     cells = [cell("dmpmh", 1.0, s, d) for s, d in enumerate((0.8, 0.5, 0.3))]
     cells += [cell("naive", 1.0, s, b) for s, b in enumerate((0.7, 0.4, 0.2))]
-    assert row(dmpmh.sweep_summary(cells))[5:8] == ["+0.1000", "+0.4", "- |"]
+    assert row(dmpmh.sweep_summary(cells))[8:11] == ["+0.1000", "+0.4", "- |"]
     # uneven seeds: the margin compares the shared seeds (0 and 1) only
     cells = [cell("dmpmh", 1.0, s, v) for s, v in [(0, 0.60), (1, 0.62), (2, 0.90)]]
     cells += [cell("naive", 1.0, s, v) for s, v in [(0, 0.50), (1, 0.54)]]
-    assert row(dmpmh.sweep_summary(cells))[5] == "+0.0900"
+    assert row(dmpmh.sweep_summary(cells))[8] == "+0.0900"
     # a reference at chance: retention undefined, not a crash
     cells = [cell("dmpmh", 1.0, 0, 0.5), cell("dmpmh", math.inf, 0, 0.4), cell("naive", 1.0, 0, 0.45)]
-    assert row(dmpmh.sweep_summary(cells))[3] == "-"
+    assert row(dmpmh.sweep_summary(cells))[3:5] == ["-", "-"]
 
 
 def test_sweep_rejects_nonprivate_as_a_method_and_foreign_folders(tmp_path, capsys):
@@ -195,4 +221,5 @@ def test_ablation_writes_table(tmp_path):
     md = (out / "ablation.md").read_text()
     for name in dmpmh.ABLATIONS:
         assert f"| {name} |" in md
-    assert len(list((out / "cells").iterdir())) == len(dmpmh.ABLATIONS)
+    assert "| public-only reference (best of the four public models) |" in md
+    assert len(list((out / "cells").iterdir())) == len(dmpmh.ABLATIONS) + len(dmpmh.PUBLIC_VARIANTS)

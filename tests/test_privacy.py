@@ -416,7 +416,7 @@ def test_sensitivity_functions_known_values():
     assert P.edge_count_sensitivity() == 1.0
     assert P.bilinear_sensitivity() == 2.0
     for D in range(1, 30):
-        assert P.triangle_sensitivity(max_degree=D) == pytest.approx(math.sqrt(5) * math.sqrt(2 * (D - 1) ** 2 + (D - 1)))
+        assert P.triangle_sensitivity(max_degree=D) == pytest.approx(math.sqrt(2) * math.sqrt(2 * (D - 1) ** 2 + (D - 1)))
     assert P.triangle_sensitivity(max_degree=1) == 0.0
     for N in (2, 3, 10, 1000):
         assert P.naive_triangle_sensitivity(n_nodes=N) == pytest.approx(math.sqrt(2 * (N - 2) ** 2 + (N - 2)))

@@ -1,0 +1,143 @@
+"""Choices made from the release: the rank of the semantic fit, and its fallback to public structure."""
+import numpy as np
+import pytest
+
+import data
+import privacy
+
+
+def _z(n=300, r=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, r)) * (1.0 / np.arange(1, r + 1)) ** 0.5  # decreasing variance, like a PCA
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _graph(adj):
+    adj = np.asarray(adj, dtype=bool)
+    return data.PrivateGraph(n=len(adj), kind="test", _adj=adj)
+
+
+def _release(adj, z, epsilon, seed=0):
+    return privacy.measure(_graph(adj), z, epsilon=epsilon, delta=1e-6, max_degree=8,
+                           shares={"edges": 0.05, "bilinear": 0.95},
+                           source=privacy.NoiseSource(insecure_seed=seed, quiet=True))
+
+
+def _planted(z, k=2, c=0.1):
+    """A graph whose edges follow the leading k public directions: signal the fit can find."""
+    score = z[:, :k] @ z[:, :k].T
+    adj = score > np.quantile(score, 1 - c)
+    np.fill_diagonal(adj, False)
+    return adj | adj.T
+
+
+def test_noise_energy_formula_matches_monte_carlo():
+    # E tr(N A N A) = (sigma^2 / 2)(||A||_F^2 + (tr A)^2) for the symmetrised Gaussian N = (E + E^T)/2
+    rng = np.random.default_rng(1)
+    r, sigma = 6, 1.7
+    b = rng.normal(size=(r, r))
+    a = b @ b.T
+    draws = []
+    for _ in range(40000):
+        e = sigma * rng.normal(size=(r, r))
+        nn = (e + e.T) / 2
+        draws.append(np.trace(nn @ a @ nn @ a))
+    closed = 0.5 * sigma ** 2 * ((a * a).sum() + np.trace(a) ** 2)
+    assert abs(np.mean(draws) - closed) < 4 * np.std(draws) / np.sqrt(len(draws))
+
+
+def test_rank_is_zero_for_a_graph_independent_of_the_features():
+    z = _z()
+    rng = np.random.default_rng(3)
+    adj = np.triu(rng.random((300, 300)) < 0.05, 1)
+    for seed, eps in [(0, 1.0), (1, 1.0), (2, 8.0), (3, np.inf)]:  # even exact moments: sampling noise
+        _, _, rep = privacy.fit_semantic(_release(adj | adj.T, z, eps, seed), z)
+        assert rep["rank"] == 0 and rep["rank_chosen_by"].startswith("release")
+
+
+def test_rank_is_positive_when_the_graph_follows_public_directions():
+    z = _z()
+    adj = _planted(z)
+    for eps in (1.0, 4.0, np.inf):  # two public directions carry the planted edges: found at every eps
+        _, _, rep = privacy.fit_semantic(_release(adj, z, eps), z)
+        assert rep["rank"] == 2
+
+
+def test_rank_zero_gives_a_zero_fit_and_an_override_is_kept():
+    z = _z()
+    rel = _release(_planted(z), z, 4.0)
+    w0, c0, rep0 = privacy.fit_semantic(rel, z, rank=0)
+    assert rep0 == {"rank": 0, "rank_chosen_by": "explicit override"} and not w0.any()
+    w3, c3, _ = privacy.fit_semantic(rel, z, rank=3)
+    assert c3 == c0 and w3[:3, :3].any() and not w3[3:].any() and not w3[:, 3:].any()
+    with pytest.raises(ValueError, match="rank"):
+        privacy.fit_semantic(rel, z, rank=-1)
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+import dmpmh  # noqa: E402
+
+TINY = ["--synthetic-items", "600", "--epochs", "3", "--proj-dim", "32", "--hidden", "64", "--support-k", "8",
+        "--max-degree", "8", "--batch-size", "100", "--insecure-seed", "3", "--bits", "16"]
+
+
+class _Sealed:
+    """A private graph that refuses every read once sealed."""
+
+    def __init__(self, graph):
+        self.graph, self.n, self.kind, self.sealed = graph, graph.n, graph.kind, False
+
+    def rows(self, a, b):
+        assert not self.sealed, "the private graph was read after the measurements were released"
+        return self.graph.rows(a, b)
+
+    def has_edge(self, i, j):
+        assert not self.sealed, "the private graph was read after the measurements were released"
+        return self.graph.has_edge(i, j)
+
+
+def test_every_choice_after_the_release_reads_only_the_release_and_public_data(tmp_path, monkeypatch):
+    # rank, fallback, pair balance and targets are chosen after measure(): seal the graph there
+    sealed = []
+    build, measure = data.build_private_graph, privacy.measure
+
+    def build_sealed(*a, **k):
+        sealed.append(_Sealed(build(*a, **k)))
+        return sealed[-1]
+
+    def measure_then_seal(graph, *a, **k):
+        release = measure(graph, *a, **k)
+        graph.sealed = True
+        return release
+
+    monkeypatch.setattr(data, "build_private_graph", build_sealed)
+    monkeypatch.setattr(privacy, "measure", measure_then_seal)
+    for graph in ("label", "interact"):
+        m = dmpmh.run(dmpmh.parse_config(TINY + ["--graph", graph, "--out-dir", str(tmp_path)]))
+        assert sealed[-1].sealed
+        syn = m["synthesis"]
+        assert {"fit_rank", "use_private", "pair_balance", "targets"} <= set(syn)
+        assert syn["pair_balance_because"].startswith("auto") and syn["targets_because"].startswith("auto")
+
+
+def _random_graph_file(path, n, density, seed):
+    rng = np.random.default_rng(seed)
+    i, j = np.triu_indices(n, 1)
+    keep = rng.random(len(i)) < density
+    np.savez(path, edges=np.stack([i[keep], j[keep]], 1))
+    return str(path)
+
+
+def test_a_graph_of_random_edges_does_no_harm(tmp_path):
+    """Issue 13: a graph independent of everything carries no signal; DMP-MH must then train as well as the
+    public-only model (by design it falls back to the public prior: the same targets, the same codes)."""
+    for density in (0.02, 0.3):
+        f = _random_graph_file(tmp_path / f"random{density}.npz", 600, density, seed=11)
+        base = TINY + ["--graph-file", f, "--out-dir", str(tmp_path)]
+        pub = dmpmh.run(dmpmh.parse_config(base + ["--method", "public", "--public-graph", "knn",
+                                                   "--pair-balance", "true"]))
+        dm = dmpmh.run(dmpmh.parse_config(base + ["--epsilon", "1"]))
+        assert dm["synthesis"]["use_private"] is False and dm["synthesis"]["fit_rank"] == 0
+        for task, r in pub["retrieval"].items():
+            assert dm["retrieval"][task]["map"] >= r["map"] - 0.01, (density, task)
