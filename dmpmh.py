@@ -471,6 +471,8 @@ def run(cfg: Config) -> dict:
             if choices["use_private"]:
                 targets = synth.targets if choices["targets"] == "soft" else synth.calibrated(seed=cfg.seed)
             synthesis = {"fit_rank": rep.get("rank"), "fit_rank_chosen_by": rep.get("rank_chosen_by"), **choices}
+            statement += privacy.choices_statement(choices, rank=rep.get("rank"), rank_chosen_by=rep.get("rank_chosen_by"),
+                                                   proj_dim=z.shape[1])
             print(f"  semantic fit rank {rep.get('rank')} of {z.shape[1]} ({rep.get('rank_chosen_by')}); "
                   f"{choices['use_private_because']}; pair balance {'on' if pair_balance else 'off'} "
                   f"({choices['pair_balance_because']})", flush=True)

@@ -1,4 +1,6 @@
 """Choices made from the release: the rank of the semantic fit, and its fallback to public structure."""
+import os
+
 import numpy as np
 import pytest
 
@@ -119,6 +121,8 @@ def test_every_choice_after_the_release_reads_only_the_release_and_public_data(t
         syn = m["synthesis"]
         assert {"fit_rank", "use_private", "pair_balance", "targets"} <= set(syn)
         assert syn["pair_balance_because"].startswith("auto") and syn["targets_because"].startswith("auto")
+        statement = open(os.path.join(m["run_dir"], "privacy.txt")).read()
+        assert "Choices made after the release" in statement and f"semantic fit rank {syn['fit_rank']} of" in statement
 
 
 def _random_graph_file(path, n, density, seed):
