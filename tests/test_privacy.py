@@ -481,7 +481,7 @@ def test_measure_without_clipping_uses_naive_triangle_sensitivity():
                     shares={"degrees": 0.5, "triangles": 0.5}, source=P.NoiseSource(insecure_seed=0, quiet=True),
                     clip=False)
     assert rel["triangles"].sensitivity == P.naive_triangle_sensitivity(n_nodes=N)
-    assert rel["degrees"].sensitivity == 2.0
+    assert rel["degrees"].sensitivity == P.unclipped_degree_sensitivity() == math.sqrt(2)  # unclipped: two entries move by 1
     assert not rel["triangles"].clipped and rel.max_degree is None
 
 
