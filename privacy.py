@@ -39,7 +39,13 @@ statistic set above and its default budget shares, the public clip order
 (cosine similarity of public projections, ties by neighbour index), the NMD
 support (public top-K neighbours), the two-layer synthetic graph (dense
 semantic layer + sparse motif layer), the noise-aware ridge of the semantic
-fit, and how the graph becomes targets (soft scores or calibrated 0/1).
+fit, and how the graph becomes targets (soft scores or calibrated 0/1). The
+distill step adapts to the graph from the release alone (post-processing, no
+budget): ``fit_semantic`` chooses the rank of the semantic fit from the noisy
+moments (rank 0: no usable signal), and ``training_choices`` decides the
+fallback to the public prior, the public prior graph beside the synthetic
+one, and pair balance. The block motif statistics (Claims B1-B5) are proven
+and tested but not released by default.
 
 Baselines accounted here too: edge randomized response (Claim 6) and the
 Poisson-subsampled Gaussian RDP accountant for DP-SGD (end of file).
