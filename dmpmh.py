@@ -248,13 +248,13 @@ class PublicTargets:
     ``knn``: the symmetric k-nearest-neighbour graph of the public projection z (cosine).
     """
 
-    def __init__(self, kind: str, z: np.ndarray, *, k: int):
+    def __init__(self, kind: str, z: np.ndarray, *, k: int, pairs: np.ndarray | None = None):
         if kind not in ("empty", "knn"):
             raise ValueError(f"public_graph={kind!r}: choose empty or knn")
         self.kind = kind
         self.csr = None
-        if kind == "knn":
-            e = privacy.public_support(z, k=k)
+        if kind == "knn":  # pairs: privacy.public_support(z, k=k) when the caller already has it
+            e = privacy.public_support(z, k=k) if pairs is None else pairs
             self.csr = privacy._csr(e, len(z))
 
     def __call__(self, idx: np.ndarray) -> np.ndarray:
@@ -264,7 +264,7 @@ class PublicTargets:
         return t
 
 
-def merge_public_prior(targets, cfg: Config, z: np.ndarray):
+def merge_public_prior(targets, cfg: Config, z: np.ndarray, *, pairs: np.ndarray | None = None):
     """The training graphs of a graph-trained method: (public prior, the method's own targets), stacked.
 
     The public prior is the public-feature kNN graph (k = knn_k). Given as a second target graph,
@@ -274,7 +274,7 @@ def merge_public_prior(targets, cfg: Config, z: np.ndarray):
     the public-only model (``--public-prior none``: on the empty graph). Our design (issue 13)."""
     if cfg.public_prior == "none":
         return targets if targets is not None else PublicTargets("empty", z, k=cfg.knn_k)
-    prior = PublicTargets("knn", z, k=cfg.knn_k)
+    prior = PublicTargets("knn", z, k=cfg.knn_k, pairs=pairs)
     if targets is None:
         return prior
     return lambda idx: np.stack([prior(idx), targets(idx)])
@@ -419,6 +419,7 @@ def run(cfg: Config) -> dict:
         synthesis: dict = {}  # public facts about the synthesis (post-processing of the release)
         pair_balance = None   # resolved per method below ("auto" decides from released or public data)
         use_prior = False     # train on the public prior graph beside the method's own (resolved below)
+        knn_pairs = None      # the public kNN pairs, computed once where a rule needs them
         targets = None
         if cfg.method == "public":
             targets = PublicTargets(cfg.public_graph, z, k=cfg.knn_k)
@@ -431,8 +432,8 @@ def run(cfg: Config) -> dict:
             # a NOT PRIVATE reference applies the same rule to the true graph (nothing of it is printed)
             density = true_density(graph)
             sparse = density < privacy.SPARSE_DENSITY
-            knn = privacy.public_support(z, k=cfg.knn_k)
-            lifted = density > 0 and graph.has_edge(knn[:, 0], knn[:, 1]).mean() / density >= privacy.PRIOR_LIFT
+            knn_pairs = privacy.public_support(z, k=cfg.knn_k)
+            lifted = density > 0 and graph.has_edge(knn_pairs[:, 0], knn_pairs[:, 1]).mean() / density >= privacy.PRIOR_LIFT
             use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and (sparse or lifted))
             if cfg.pair_balance == "auto":
                 pair_balance = sparse
@@ -463,9 +464,10 @@ def run(cfg: Config) -> dict:
             statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=graph_kind, method=cfg.method)
             timings["sanitize"] = t.done()
             rep = synth.report
+            knn_pairs = privacy.public_support(z, k=cfg.knn_k)
             choices = privacy.training_choices(synth, targets=cfg.targets, pair_balance=cfg.pair_balance,
                                                prior="never" if cfg.public_prior == "none" else "auto",
-                                               prior_pairs=privacy.public_support(z, k=cfg.knn_k))
+                                               prior_pairs=knn_pairs)
             pair_balance = choices["pair_balance"]
             use_prior = choices["public_prior"] or cfg.public_prior == "knn"
             if choices["use_private"]:
@@ -487,7 +489,7 @@ def run(cfg: Config) -> dict:
             # graph) as a second target graph where its graph is sparse; with no usable private signal, the
             # prior alone (the public-only model)
             if targets is None or use_prior:
-                targets = merge_public_prior(targets, cfg, z)
+                targets = merge_public_prior(targets, cfg, z, pairs=knn_pairs)
             if not isinstance(targets, PublicTargets):  # two graphs: the sparse prior (k of N) always balanced
                 pair_balance = (True, pair_balance) if use_prior else pair_balance
         scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train], mode=cfg.feature_norm) for v in ds.views}
