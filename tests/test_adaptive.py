@@ -33,36 +33,66 @@ def _planted(z, k=2, c=0.1):
     return adj | adj.T
 
 
-def test_noise_energy_formula_matches_monte_carlo():
-    # E tr(N A N A) = (sigma^2 / 2)(||A||_F^2 + (tr A)^2) for the symmetrised Gaussian N = (E + E^T)/2
-    rng = np.random.default_rng(1)
-    r, sigma = 6, 1.7
-    b = rng.normal(size=(r, r))
-    a = b @ b.T
-    draws = []
-    for _ in range(40000):
-        e = sigma * rng.normal(size=(r, r))
-        nn = (e + e.T) / 2
-        draws.append(np.trace(nn @ a @ nn @ a))
-    closed = 0.5 * sigma ** 2 * ((a * a).sum() + np.trace(a) ** 2)
-    assert abs(np.mean(draws) - closed) < 4 * np.std(draws) / np.sqrt(len(draws))
+def test_spike_formulas_match_monte_carlo():
+    # a spike theta u u^T above a Wigner matrix with edge e = 2 s sqrt(k): top eigenvalue ~ theta + e^2/(4 theta),
+    # squared overlap ~ 1 - e^2/(4 theta^2) (Benaych-Georges & Nadakuditi); fit_semantic inverts both
+    rng = np.random.default_rng(4)
+    k, s = 600, 0.7
+    edge = 2 * s * np.sqrt(k)
+    u = rng.normal(size=k)
+    u /= np.linalg.norm(u)
+    for theta in (0.8 * edge, 1.5 * edge):
+        tops, overlaps = [], []
+        for _ in range(5):
+            g = rng.normal(size=(k, k)) * s
+            x = (g + g.T) / np.sqrt(2) + theta * np.outer(u, u)  # off-diagonal variance s^2
+            vals, vecs = np.linalg.eigh(x)
+            tops.append(vals[-1])
+            overlaps.append((vecs[:, -1] @ u) ** 2)
+        assert abs(np.mean(tops) - (theta + edge ** 2 / (4 * theta))) < 0.03 * edge
+        assert abs(np.mean(overlaps) - (1 - edge ** 2 / (4 * theta ** 2))) < 0.06
+    # and the pure-noise edge itself
+    g = rng.normal(size=(k, k)) * s
+    assert abs(np.linalg.eigvalsh((g + g.T) / np.sqrt(2))[-1] - edge) < 0.05 * edge
 
 
-def test_rank_is_zero_for_a_graph_independent_of_the_features():
+def test_pure_noise_rarely_clears_the_noise_edge():
+    # an empty graph: the released moments are Gaussian noise alone (and the density about 0)
+    z = _z(n=200, r=32)
+    empty = np.zeros((200, 200), dtype=bool)
+    passed = sum(privacy.fit_semantic(_release(empty, z, eps, seed), z)[2]["rank"] > 0
+                 for seed in range(40) for eps in (0.5, 4.0))
+    assert passed <= 2, passed
+
+
+def test_rank_is_zero_for_graphs_independent_of_the_features():
+    # random graphs: even exact moments (epsilon inf) hold sampling noise of the one graph drawn
     z = _z()
     rng = np.random.default_rng(3)
-    adj = np.triu(rng.random((300, 300)) < 0.05, 1)
-    for seed, eps in [(0, 1.0), (1, 1.0), (2, 8.0), (3, np.inf)]:  # even exact moments: sampling noise
-        _, _, rep = privacy.fit_semantic(_release(adj | adj.T, z, eps, seed), z)
-        assert rep["rank"] == 0 and rep["rank_chosen_by"].startswith("release")
+    passed, trials = 0, 0
+    for density in (0.02, 0.1, 0.3):
+        for eps in (1.0, 8.0, np.inf):
+            for seed in range(5):
+                adj = np.triu(rng.random((300, 300)) < density, 1)
+                rep = privacy.fit_semantic(_release(adj | adj.T, z, eps, seed), z)[2]
+                passed += rep["rank"] > 0
+                trials += 1
+                assert rep["rank_chosen_by"].startswith("release")
+    assert passed <= 2, (passed, trials)
 
 
 def test_rank_is_positive_when_the_graph_follows_public_directions():
     z = _z()
     adj = _planted(z)
     for eps in (1.0, 4.0, np.inf):  # two public directions carry the planted edges: found at every eps
-        _, _, rep = privacy.fit_semantic(_release(adj, z, eps), z)
-        assert rep["rank"] == 2
+        w, _, rep = privacy.fit_semantic(_release(adj, z, eps), z)
+        assert rep["rank"] >= 1 and rep["fit_block"] >= 2
+        assert np.linalg.matrix_rank(w, tol=1e-9 * np.abs(w).max()) == rep["rank"]
+        # the fitted scores rank the planted edges first
+        score = z @ w @ z.T
+        iu = np.triu_indices(len(z), 1)
+        top = np.argsort(-score[iu])[:int(adj[iu].sum())]
+        assert adj[iu][top].mean() > 0.7
 
 
 def test_rank_zero_gives_a_zero_fit_and_an_override_is_kept():
