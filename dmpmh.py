@@ -163,10 +163,34 @@ def _field_help(cls) -> dict[str, str]:
     return out
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; the description and epilog keep their line breaks."""
+
+
+# name -> one line for `dmpmh.py --help`; `dmpmh.py NAME --help` lists the subcommand's own options
+SUBCOMMANDS = {
+    "run": "train and evaluate one model (the default when no subcommand is given)",
+    "encode": "hash items with a trained run's networks (post-processing: no privacy cost)",
+    "sweep": "methods x epsilons x bits x seeds, resumable; tables and privacy-utility figures",
+    "ablation": "drop one DMP-MH ingredient at a time over seeds -> ablation.md",
+    "audit": "canary-edge audit of the sanitizer: an empirical epsilon lower bound",
+    "bench": "per-stage wall time and peak memory, scaling, mAP speed",
+}
+
+
+def _subcommand_epilog() -> str:
+    lines = ["subcommands (python dmpmh.py SUBCOMMAND --help for their options):"]
+    lines += [f"  {name:<9} {text}" for name, text in SUBCOMMANDS.items()]
+    lines += ["", "Paths (--dataset, --data-dir, --graph-file, --out-dir, ...) resolve against the current "
+              "working directory."]
+    return "\n".join(lines)
+
+
 def parse_config(argv: list[str]) -> Config:
     """argparse over the Config fields; unknown flags are rejected by argparse (exit 2)."""
-    p = argparse.ArgumentParser(prog="dmpmh.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="dmpmh.py", usage="%(prog)s [SUBCOMMAND] [options]",
+                                description=__doc__.split("\n\n")[0] + "\n\nOptions of a run (subcommand run, "
+                                "the default):", epilog=_subcommand_epilog(), formatter_class=_HelpFormatter)
     helps = _field_help(Config)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -559,9 +583,9 @@ def run(cfg: Config) -> dict:
         np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
                  **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
                  query_index=split.query, database_index=split.database, bits=cfg.bits)
-        import torch
-        torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
-                    "scalers": {v: (s.mode, s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
+        import torch  # model.pt: a state dict, the scalers and the config; torch.load(path) opens it (weights_only)
+        torch.save(hashing.model_record(model, scalers, json.loads(json.dumps(dataclasses.asdict(cfg)))),
+                   rundir.file("model.pt"))
         plot_curves(rundir, metrics)
         print()
         print(statement)
@@ -613,6 +637,91 @@ def metrics_markdown(cfg: Config, metrics: dict) -> str:
             lines.append(f"| {v} codes | {a['auc_codes']:.4f} | {a['auc_public']:.4f} | {a['advantage']:+.4f} |")
         lines.append("")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# Encode: hash items with a trained run (post-processing of the release)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class EncodeConfig:
+    run: str = ""                 # run directory holding model.pt (runs/<timestamp>-<dataset>-<method>/); required
+    dataset: str = ""             # items to encode: synthetic | mirflickr | nuswide | path/to/file.npz; empty: the run's dataset
+    data_dir: str = ""            # folder of a named dataset; empty: the run's --data-dir, else ./data/<dataset>/
+    items: str = "all"            # all | query | database (the run's own split; the run's dataset only) | path to an index file (.npy, or integers in text)
+    out: str = "codes.npz"        # output .npz: codes packed like the run's codes.npz (np.packbits along axis 1)
+
+
+def read_index_file(path: str, n_items: int) -> np.ndarray:
+    """Item indices 0..n_items-1 from a .npy (1-D integers) or a text file (integers separated by
+    whitespace or commas); raises ValueError naming the file and the problem."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--items {path}: not query, database or all, and no such file")
+    try:
+        if path.endswith(".npy"):
+            raw = np.load(path, allow_pickle=False)
+        else:
+            with open(path) as f:
+                raw = np.array([float(t) for t in f.read().replace(",", " ").split()])
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--items {path}: cannot read item indices ({e}); give a .npy of integers or a text "
+                         "file of integers") from None
+    idx = np.asarray(raw).ravel()
+    if idx.size == 0:
+        raise ValueError(f"--items {path}: holds no item index")
+    if not np.issubdtype(idx.dtype, np.number) or not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx)):
+        raise ValueError(f"--items {path}: item indices must be integers")
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= n_items:
+        raise ValueError(f"--items {path}: indices must be in 0..{n_items - 1} (the dataset has {n_items} items); "
+                         f"found {int(idx.min())}..{int(idx.max())}")
+    return idx
+
+
+def encode_main(argv: list[str]) -> int:
+    ec = _parse_dataclass(EncodeConfig, argv, "dmpmh.py encode")
+    if not ec.run:
+        raise ValueError("encode: give --run RUNDIR, the directory of a finished run (it holds model.pt)")
+    if not ec.out.endswith(".npz"):
+        raise ValueError(f"encode --out {ec.out}: the output is an .npz; give a path ending in .npz")
+    folder = os.path.dirname(os.path.abspath(ec.out))
+    if not os.path.isdir(folder):
+        raise ValueError(f"encode --out {ec.out}: the folder {folder} does not exist")
+    import hashing  # torch is imported only once the input is known to be good
+    trained = hashing.load_run(ec.run)
+    rc = trained.config
+    if os.path.abspath(ec.out) == os.path.abspath(os.path.join(trained.path, "codes.npz")):
+        raise ValueError(f"encode --out {ec.out} would overwrite the run's own release; give another path")
+    dataset = ec.dataset or rc["dataset"]
+    same = dataset == rc["dataset"]
+    ds = data.load_dataset(dataset, data_dir=ec.data_dir or (rc.get("data_dir") if same else None),
+                           synthetic_items=rc["synthetic_items"], seed=rc["seed"])
+    ds.labels = None  # encoding reads features only
+    if ec.items in ("query", "database"):
+        if not same:
+            raise ValueError(f"encode --items {ec.items} means the run's own split of {rc['dataset']}; for "
+                             f"--dataset {dataset} give --items all or an index file")
+        with np.load(os.path.join(trained.path, "codes.npz")) as z:
+            idx = np.asarray(z[f"{ec.items}_index"])
+        name = ec.items
+    elif ec.items == "all":
+        idx, name = np.arange(ds.n), "items"
+    else:
+        idx, name = read_index_file(ec.items, ds.n), "items"
+    missing = [v for v in trained.views if v not in ds.views]
+    if missing:
+        raise ValueError(f"--dataset {dataset} has views {list(ds.views)}, but the run's networks need {missing}")
+    print(f"encode: {len(idx)} items of {dataset} ({name}) with the {trained.model.bits}-bit networks of "
+          f"{trained.path}; post-processing of the released model: no privacy cost", flush=True)
+    codes = trained.encode({v: getattr(ds, v)[idx] for v in trained.views})
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{name}_{v}": np.packbits(c, axis=1) for v, c in codes.items()},
+             **{f"{name}_index": idx}, bits=trained.model.bits)
+    write_atomic(ec.out, buf.getvalue(), "wb")
+    print(f"  wrote {ec.out}: keys {', '.join(f'{name}_{v}' for v in codes)} ({len(idx)} x "
+          f"{trained.model.bits // 8} bytes, np.packbits along axis 1), {name}_index, bits")
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -733,7 +842,9 @@ def audit_main(argv: list[str]) -> int:
 
 
 def _parse_dataclass(cls, argv: list[str], prog: str):
-    p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS.get(prog.split()[-1]),
+                                epilog="Paths resolve against the current working directory.",
+                                formatter_class=_HelpFormatter)
     helps = _field_help(cls)
     for f in dataclasses.fields(cls):
         kind = _bool if isinstance(f.default, bool) else type(f.default)
@@ -1281,14 +1392,10 @@ def bench_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "audit":
-            return audit_main(argv[1:])
-        if argv and argv[0] == "bench":
-            return bench_main(argv[1:])
-        if argv and argv[0] == "sweep":
-            return sweep_main(argv[1:])
-        if argv and argv[0] == "ablation":
-            return ablation_main(argv[1:])
+        mains = {"encode": encode_main, "sweep": sweep_main, "ablation": ablation_main, "audit": audit_main,
+                 "bench": bench_main}
+        if argv and argv[0] in mains:
+            return mains[argv[0]](argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         cfg = parse_config(argv)
