@@ -38,67 +38,73 @@ METHODS = ("dmpmh", "nonprivate", "naive", "dpsgd", "edgerr", "public")
 
 @dataclass
 class Config:
+    # Each field's trailing comment is its --help text (a comment line indented under it continues it).
     # --- data -------------------------------------------------------------
-    dataset: str = "synthetic"        # synthetic | mirflickr | nuswide | path/to/file.npz
-    data_dir: str | None = None       # default ./data/<dataset>/
-    synthetic_items: int = 5000       # size of the embedded synthetic dataset
-    protocol: str = "inductive"       # inductive (train, query, database disjoint) | standard
-    n_query: int | None = None        # default: DESIGN.md sizes (2,000 / 2,100) or N/10
-    n_train: int | None = None        # default: DESIGN.md sizes (10,000 / 10,500) or N/2
+    dataset: str = "synthetic"        # synthetic (embedded, generated from --seed) | mirflickr | nuswide
+                                      # (looked up in --data-dir) | path/to/file.npz with 'text' and/or 'image' and 'labels'
+    data_dir: str | None = None       # folder of a named dataset; default (None): ./data/<dataset>/
+    synthetic_items: int = 5000       # number of items of the embedded synthetic dataset (>= 100 or so)
+    protocol: str = "inductive"       # inductive (train, query, database disjoint) | standard (train items in the database)
+    n_query: int | None = None        # query items; default (None): 2,000 for mirflickr, 2,100 for nuswide,
+                                      # 2,000 for other sets of >= 20,015 items, else N/10
+    n_train: int | None = None        # training items; default (None): 10,000 for mirflickr, 10,500 for nuswide,
+                                      # 10,000 for other sets of >= 20,015 items, else N/2
     graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN) | interact (simulated co-views)
-    knn_k: int = 20                   # k of the Jaccard-kNN graph (--graph knn)
-    graph_file: str | None = None     # your own graph: .npz with int array 'edges' (m, 2) or a two-column .csv of item indices 0..N-1; train-train edges are the private graph
+    knn_k: int = 20                   # k (>= 1) of the Jaccard-kNN private graph (--graph knn) and of the public kNN prior
+    graph_file: str | None = None     # your own graph: .npz with int array 'edges' (m, 2) or a two-column .csv of item
+                                      # indices 0..N-1; train-train edges are the private graph; default (None): none
     # --- privacy ----------------------------------------------------------
-    method: str = "dmpmh"             # dmpmh | nonprivate | naive | dpsgd | edgerr | public (no private data at all)
+    method: str = "dmpmh"             # dmpmh | nonprivate (NOT PRIVATE reference) | naive (no clipping) | dpsgd |
+                                      # edgerr (edge randomized response) | public (no private data at all)
     public_graph: str = "empty"       # --method public: empty (no edges) | knn (public-feature kNN, k = knn_k)
-    epsilon: float = 1.0              # edge-level epsilon; inf = no noise (a NOT PRIVATE reference)
+    epsilon: float = 1.0              # edge-level epsilon, > 0; inf = no noise (a NOT PRIVATE reference)
     delta: float = 1e-6               # edge-level delta, in (0, 1)
-    max_degree: int = 32              # D, the stable clipping bound
-    share_degrees: float = 0.1        # shares of mu^2 per released statistic
-    share_triangles: float = 0.1
-    share_edges: float = 0.05
-    share_bilinear: float = 0.75
-    proj_dim: int = 512               # r, public projection dimension (bilinear moments are r x r)
-    noise: str = "gaussian"           # gaussian | discrete
-    insecure_seed: int | None = None  # reproducible DP noise; NOT SECURE, warns every run
+    max_degree: int = 32              # largest node degree kept by clipping (>= 1): D, the stable clipping bound
+    share_degrees: float = 0.1        # share (>= 0) of the privacy budget mu^2 spent on the clipped degrees
+    share_triangles: float = 0.1      # share (>= 0) of mu^2 spent on the clipped per-node triangle counts
+    share_edges: float = 0.05         # share (>= 0) of mu^2 spent on the edge count
+    share_bilinear: float = 0.75      # share (>= 0) of mu^2 spent on the bilinear moments Z^T S Z (shares are normalised)
+    proj_dim: int = 512               # r (>= 1), public projection dimension (bilinear moments are r x r)
+    noise: str = "gaussian"           # gaussian | discrete (exact discrete Gaussian on the integer statistics)
+    insecure_seed: int | None = None  # seed that makes the DP noise reproducible; NOT SECURE, warns every run;
+                                      # default (None): the operating system's secure random source
     # --- synthesis --------------------------------------------------------
-    support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
+    support_k: int = 32               # public candidate neighbours per node (>= 1) for Noisy Mirror Descent
     targets: str = "auto"             # auto | calibrated (0/1 at the released density) | soft (edge probabilities)
-    nmd_iters: int = 200              # Noisy Mirror Descent iteration cap (it stops at the noise level)
-    nmd_prior: float = 1e-3           # weight of NMD's KL pull towards the semantic prior
-    noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma
-    fit_rank: int | None = None       # rank of the semantic fit; default: chosen from the release (no budget spent)
+    nmd_iters: int = 200              # Noisy Mirror Descent iteration cap (it stops earlier at the noise level)
+    nmd_prior: float = 1e-3           # weight (>= 0) of NMD's KL pull towards the semantic prior
+    noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma (>= 0)
+    fit_rank: int | None = None       # rank (0..proj_dim) of the semantic fit; 0 ignores the bilinear release;
+                                      # default (None): chosen from the release (no budget spent)
     # --- hashing ----------------------------------------------------------
-    bits: int = 32                    # code length, a positive multiple of 8
+    bits: int = 32                    # code length in bits, a positive multiple of 8
     cnn: bool = True                  # small CNN on raw thumbnails when the dataset gives raw images
-    epochs: int = 30                  # passes over the training items
-    batch_size: int = 256             # items per mini-batch (all pairs inside it are used)
-    lr: float = 1e-3                  # Adam learning rate
-    hidden: int = 1024                # hidden width of each MLP stream
+    epochs: int = 30                  # passes over the training items (>= 1)
+    batch_size: int = 256             # items per mini-batch (>= 2; all pairs inside it are used)
+    lr: float = 1e-3                  # Adam learning rate of the hashing networks
+    hidden: int = 1024                # hidden width of each MLP stream (units)
     feature_norm: str = "l2"          # l2 (unit rows, x10) | standardize (per dimension) | none
-    w_first_order: float = 1.0        # loss weights (hashing.py); 0 switches a term off
-    w_triangle: float = 1.0
-    w_alignment: float = 0.5
-    w_quantization: float = 0.1
-    w_balance: float = 0.1
+    w_first_order: float = 1.0        # weight (>= 0) of the pairwise-likelihood loss term; 0 switches it off
+    w_triangle: float = 1.0           # weight (>= 0) of the triangle (motif) loss term; 0 switches it off
+    w_alignment: float = 0.5          # weight (>= 0) of the cross-modal alignment term; 0 switches it off
+    w_quantization: float = 0.1       # weight (>= 0) of the quantization term; 0 switches it off
+    w_balance: float = 0.1            # weight (>= 0) of the bit-balance term; 0 switches it off
     pair_balance: str = "auto"        # auto | true | false: equal weight to positive and negative pairs; auto: on for sparse released density
     public_prior: str = "auto"        # auto | knn | none: train on the public-feature kNN graph (k = knn_k) beside the method's graph; auto: on for sparse released density
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
-    dpsgd_steps: int = 300
-    dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step
-    dpsgd_clip: float = 1.0           # per-edge clipping norm C
-    dpsgd_lr: float = 1e-3            # DP-SGD learning rate
+    dpsgd_steps: int = 300            # DP-SGD steps (>= 1); the privacy cost grows with them
+    dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
+    dpsgd_clip: float = 1.0           # per-edge clipping norm C (> 0)
+    dpsgd_lr: float = 1e-3            # DP-SGD (Adam) learning rate
     # --- run --------------------------------------------------------------
-    device: str = "cpu"               # cpu | cuda | auto
-    seed: int = 0                     # split, synthetic data, networks (not the DP noise)
-    out_dir: str = "runs"             # run directories go here
-    attack_pairs: int = 20000         # balanced edge/non-edge sample of the link attack
-    # Evaluation with the private graph (link-reconstruction AUC on true edges vs non-edges).
-    # Its figures are un-noised statistics of the private graph: research use only.
-    attack_eval_not_private: bool = False
-    # Per-stage wall time and peak memory depend weakly on the graph (e.g. its density): a side
-    # channel. They are printed by `bench`, and saved to metrics.json only with this flag.
-    timings_not_private: bool = False
+    device: str = "cpu"               # cpu | cuda | auto (a GPU where torch sees one)
+    seed: int = 0                     # seeds the split, synthetic data and networks (not the DP noise); >= 0
+    out_dir: str = "runs"             # folder that run directories go into (made if missing)
+    attack_pairs: int = 20000         # size of the balanced edge/non-edge sample of the link attack (pairs)
+    attack_eval_not_private: bool = False  # link-reconstruction AUC on true edges vs non-edges: un-noised
+                                           # statistics of the private graph, research use only (NOT PRIVATE)
+    timings_not_private: bool = False      # save per-stage wall time and peak memory to metrics.json; they depend
+                                           # weakly on the graph (a side channel), so they are off by default
 
 
 def validate_config(cfg: Config) -> None:
@@ -154,13 +160,21 @@ def _bool(s: str) -> bool:
 
 
 def _field_help(cls) -> dict[str, str]:
-    """Each dataclass field's trailing '# comment' in the source, as its --help text."""
-    out = {}
+    """Each dataclass field's trailing '# comment' in the source, as its --help text; a comment-only
+    line indented deeper than the fields continues the previous field's text."""
+    out: dict[str, str] = {}
+    last = None
     for line in inspect.getsource(cls).splitlines():
         m = re.match(r"\s+(\w+):[^=]*=.*?#\s*(.*)$", line)
+        more = re.match(r"\s{8,}#\s*(.*)$", line)
         if m:
-            out[m.group(1)] = m.group(2).replace("%", "%%")
-    return out
+            last = m.group(1)
+            out[last] = m.group(2)
+        elif more and last:
+            out[last] += " " + more.group(1)
+        else:
+            last = None
+    return {k: v.replace("%", "%%") for k, v in out.items()}
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -730,13 +744,13 @@ def encode_main(argv: list[str]) -> int:
 
 @dataclass
 class AuditConfig:
-    epsilon: float = 1.0          # the claimed epsilon
-    delta: float = 1e-5
-    max_degree: int = 4           # D of the audited sanitizer
-    n_nodes: int = 200            # size of the worst-case audit graph (hubness grows with it)
-    trials: int = 5000            # runs with and without the canary, each
+    epsilon: float = 1.0          # the claimed epsilon (> 0) that the audit tests
+    delta: float = 1e-5           # the claimed delta, in (0, 1)
+    max_degree: int = 4           # D (>= 1) of the audited sanitizer
+    n_nodes: int = 200            # nodes of the worst-case audit graph (hubness grows with it)
+    trials: int = 5000            # sanitizer runs with and without the canary edge, each (>= 100)
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
-    alpha: float = 0.05           # one-sided Clopper-Pearson confidence, split over FPR and FNR
+    alpha: float = 0.05           # one-sided Clopper-Pearson error level, in (0, 1), split over FPR and FNR
     seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)
 
 
@@ -858,14 +872,17 @@ def _parse_dataclass(cls, argv: list[str], prog: str):
 
 @dataclass
 class SweepConfig:
-    methods: str = "dmpmh,naive,edgerr,dpsgd"   # private methods to compare
-    epsilons: str = "0.5,1,2,4,8"     # comma-separated
-    bits: str = "16,32,64"            # comma-separated code lengths
-    seeds: str = "0,1,2"              # comma-separated; seed s = split s (and data s if synthetic)
-    reference: bool = True        # also run the non-private and public-only references (see sweep_cells)
-    public_variants: str = "empty,empty-pb,knn,knn-pb"   # public-only models run as references
-    out: str = os.path.join("runs", "sweep")   # one folder per experiment (fixed --extra)
-    extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
+    methods: str = "dmpmh,naive,edgerr,dpsgd"   # comma-separated private methods to compare (of dmpmh, naive, edgerr, dpsgd)
+    epsilons: str = "0.5,1,2,4,8"     # comma-separated edge-level epsilons (> 0)
+    bits: str = "16,32,64"            # comma-separated code lengths (positive multiples of 8)
+    seeds: str = "0,1,2"              # comma-separated seeds (>= 0); seed s = split s (and data s if synthetic)
+    reference: bool = True        # also run the NOT PRIVATE references (nonprivate; dmpmh and naive at epsilon inf)
+                                  # and the public-only models of --public-variants, once per (bits, seed)
+    public_variants: str = "empty,empty-pb,knn,knn-pb"   # public-only models run as references (pb: pair balance on)
+    out: str = os.path.join("runs", "sweep")   # output folder: cells/, runs/, results.md/.csv, summary.md, figures;
+                                               # one folder per experiment (tied to one --extra)
+    extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"; not the options
+                                  # the sweep sets itself (--method, --epsilon, --bits, --seed, --out-dir, --public-graph)
 
 
 def parse_list(option: str, text: str, kind=int, *, minimum=None, example: str = "0,1,2") -> list:
@@ -1186,8 +1203,8 @@ def _ablation_config(base: Config, over: dict, **more) -> Config:
 
 @dataclass
 class AblationConfig:
-    seeds: str = "0,1,2"
-    out: str = os.path.join("runs", "ablation")
+    seeds: str = "0,1,2"          # comma-separated seeds (>= 0); each variant runs once per seed
+    out: str = os.path.join("runs", "ablation")   # output folder: cells/, runs/ and ablation.md (tied to one --extra)
     extra: str = ""               # run options shared by every variant, e.g. "--dataset synthetic --epsilon 1"
     public: bool = True           # also run the four public-only models; the table shows the best of them
 
@@ -1242,18 +1259,19 @@ def ablation_main(argv: list[str]) -> int:
 
 @dataclass
 class BenchConfig:
-    what: str = "sanitize"        # sanitize | scaling | map | pipeline
-    source: str = "mirflickr"     # mirflickr | nuswide (real labels from --shared-dir) | synthetic
-    shared_dir: str = os.path.join("..", "shared", "data")
-    n_train: int = 10000
-    sizes: str = "2500,5000,10000,20000,40000"   # for --what scaling
-    repeats: int = 3              # medians over repeats
-    max_degree: int = 32
-    proj_dim: int = Config.proj_dim
-    support_k: int = 32
-    epsilon: float = 1.0
-    delta: float = 1e-6
-    seed: int = 0
+    what: str = "sanitize"        # sanitize (one size) | scaling (--sizes) | map (mAP speed on random codes) | pipeline (one run)
+    source: str = "synthetic"     # label graph of sanitize/scaling: synthetic | mirflickr | nuswide (real labels
+                                  # from --shared-dir: mirflickr25k/mirflickr25k_tags_labels.npz, nuswide/nuswide_tc10_labels.npz)
+    shared_dir: str = os.path.join("..", "shared", "data")   # folder of the real label files (--source mirflickr|nuswide)
+    n_train: int = 10000          # training items (graph nodes) for --what sanitize
+    sizes: str = "2500,5000,10000,20000,40000"   # comma-separated numbers of training items (>= 100) for --what scaling
+    repeats: int = 3              # repeats per size (>= 1); medians of time, maxima of memory
+    max_degree: int = 32          # D (>= 1), the stable clipping bound
+    proj_dim: int = Config.proj_dim   # r (>= 1), public projection dimension
+    support_k: int = 32           # public candidate neighbours per node for Noisy Mirror Descent
+    epsilon: float = 1.0          # edge-level epsilon (> 0) of the benchmarked release
+    delta: float = 1e-6           # edge-level delta, in (0, 1)
+    seed: int = 0                 # seeds the item sample and synthetic data (the DP noise stays secure)
     extra: str = ""               # for --what pipeline: the run options, e.g. "--dataset synthetic"
 
 
@@ -1342,7 +1360,9 @@ def bench_main(argv: list[str]) -> int:
              else [bc.n_train])
     if bc.repeats < 1:
         raise ValueError(f"bench --repeats {bc.repeats} must be >= 1")
-    where = f"run options '{bc.extra}'" if bc.what == "pipeline" else bc.source
+    where = {"pipeline": f"run options '{bc.extra}'",
+             "map": "random codes and labels (evaluate.benchmark_map: 2,100 queries x 184,000 codes, 64 bits)"
+             }.get(bc.what, f"the {bc.source} label graph")
     print(f"bench: {bc.what} on {where}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
     if bc.what == "map":
         rs = [evaluate.benchmark_map(seed=bc.seed + r) for r in range(bc.repeats)]
