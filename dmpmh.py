@@ -600,7 +600,7 @@ def run(cfg: Config) -> dict:
         import torch  # model.pt: a state dict, the scalers and the config; torch.load(path) opens it (weights_only)
         torch.save(hashing.model_record(model, scalers, json.loads(json.dumps(dataclasses.asdict(cfg)))),
                    rundir.file("model.pt"))
-        plot_curves(rundir, metrics)
+        plot_curves(rundir, metrics, cfg)
         print()
         print(statement)
         print(metrics_markdown(cfg, metrics))
@@ -613,14 +613,24 @@ def run(cfg: Config) -> dict:
         raise
 
 
-def plot_curves(rundir: RunDir, metrics: dict) -> None:
+def figure_title(cfg: Config, what: str) -> str:
+    """'<what>: <dataset>, <method>, epsilon <e>, <bits> bits, seed <s>': every figure says what it shows."""
+    ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
+    eps = "none (public only)" if cfg.method == "public" else f"{cfg.epsilon:g}"
+    return f"{what}: {ds}, {cfg.method}, epsilon {eps}, {cfg.bits} bits, seed {cfg.seed}"
+
+
+def plot_curves(rundir: RunDir, metrics: dict, cfg: Config) -> None:
     tasks = metrics["retrieval"]
     evaluate.line_plot(rundir.file("precision_at_k.png"),
                        {t: (r["ks"], r["p_at_k"]) for t, r in tasks.items()},
-                       title="precision@k", xlabel="k", ylabel="precision")
+                       title=figure_title(cfg, "precision@k"), xlabel="k (items retrieved)", ylabel="precision")
+    # radius r = 0..bits; a query whose Hamming ball is empty counts precision 0 (README, "Figures")
     evaluate.line_plot(rundir.file("pr_curve.png"),
                        {t: (r["pr_recall"], r["pr_precision"]) for t, r in tasks.items()},
-                       title="precision-recall (Hamming radius)", xlabel="recall", ylabel="precision")
+                       title=figure_title(cfg, "precision-recall by Hamming radius"),
+                       xlabel="recall (Hamming radius 0..bits; an empty ball counts as precision 0)",
+                       ylabel="precision")
 
 
 def metrics_markdown(cfg: Config, metrics: dict) -> str:
@@ -1040,23 +1050,47 @@ def write_sweep_tables(out: str) -> None:
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
     refs = sweep_references(cells)
+    datasets = ", ".join(sorted({os.path.splitext(os.path.basename(str(c.get("dataset", "?"))))[0] for c in cells}))
+    seeds = ",".join(str(s) for s in sorted({c["seed"] for c in cells}))
     for task in sorted({k[3] for k in rows}):
         for bits in sorted({k[2] for k in rows}):
-            series = {}
+            series, errs = {}, {}
             for method in sorted({k[0] for k in rows if not k[0].startswith("public")}):
-                pts = sorted((k[1], float(np.mean(groups[k]))) for k in rows
+                pts = sorted((k[1], float(np.mean(groups[k])),
+                              float(np.std(groups[k], ddof=1)) if len(groups[k]) > 1 else math.nan) for k in rows
                              if k[0] == method and k[2] == bits and k[3] == task and 0 < k[1] < math.inf)
                 if pts:
                     series[method] = ([p[0] for p in pts], [p[1] for p in pts])
+                    errs[method] = [p[2] for p in pts]
             if series:
                 r = refs.get((task, bits), {})
                 lines = {f"public-only ({r.get('public_variant')})": r.get("public"),
                          "best non-private (NOT PRIVATE)": r.get("nonprivate"), "chance": r.get("chance")}
+                lines = {k: v for k, v in lines.items() if v is not None}
                 name = f"privacy_utility_{task.replace('->', '2')}_{bits}bits.png"
-                evaluate.line_plot(os.path.join(out, name), series, title=f"{task}, {bits} bits",
-                                   xlabel="epsilon", ylabel="mAP@all", xlog=True,
-                                   hlines={k: v for k, v in lines.items() if v is not None})
+                eps_run = sorted({x for xs, _ in series.values() for x in xs})
+                evaluate.line_plot(os.path.join(out, name), series, xlabel="epsilon (log scale; the epsilons run)",
+                                   title=f"{datasets}: {task} mAP@all, {bits} bits, mean and std over seeds {seeds}",
+                                   ylabel="mAP@all", xlog=True, xticks=eps_run, yerr=errs, hlines=lines,
+                                   ylim=sweep_ylim(series, errs, lines))
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
+
+
+def sweep_ylim(series: dict, errs: dict, lines: dict) -> tuple[float, float]:
+    """A y range fixed by the references, from chance to the best reference (public-only or
+    non-private), widened only where a mean +- std leaves it, plus a 5% margin; the same scale
+    for every method, so small differences are not blown up by autoscaling."""
+    refs = list(lines.values())
+    lo, hi = min(refs, default=math.inf), max(refs, default=-math.inf)
+    for m, (_, ys) in series.items():
+        for y, e in zip(ys, errs.get(m, [math.nan] * len(ys))):
+            e = e if math.isfinite(e) else 0.0
+            if math.isfinite(y):
+                lo, hi = min(lo, y - e), max(hi, y + e)
+    if not math.isfinite(lo) or not math.isfinite(hi):
+        return (0.0, 1.0)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05
+    return (max(0.0, lo - pad), min(1.0, hi + pad))
 
 
 def mean_std_text(values) -> str:
