@@ -967,31 +967,91 @@ def cell_config(base: Config, c: dict, **over) -> Config:
                                **over)
 
 
+# Options that the sweep and the ablation set per cell: --extra may not set them (they would be overridden)
+SWEEP_SETS = {"method": "--methods", "epsilon": "--epsilons", "bits": "--bits", "seed": "--seeds",
+              "out_dir": "--out", "public_graph": "--public-variants"}
+ABLATION_SETS = {"seed": "--seeds", "out_dir": "--out"}
+
+
+def options_named(tokens: list[str]) -> list[str]:
+    """The Config fields that run options name, resolving unique prefixes as argparse does."""
+    flags = {"--" + f.name.replace("_", "-"): f.name for f in dataclasses.fields(Config)}
+    out = []
+    for t in tokens:
+        if not t.startswith("--") or t == "--":
+            continue
+        name = t.split("=", 1)[0]
+        hits = [name] if name in flags else [f for f in flags if f.startswith(name)]
+        if len(hits) == 1:
+            out.append(flags[hits[0]])
+    return out
+
+
+def refuse_extra_options(kind: str, extra: list[str], sets: dict[str, str]) -> None:
+    """Exit 2 when --extra sets an option that `kind` sets itself per cell (it would be silently overridden)."""
+    clash = [f for f in dict.fromkeys(options_named(extra)) if f in sets]
+    if clash:
+        what = ", ".join(f"--{f.replace('_', '-')} (use {sets[f]})" for f in clash)
+        raise ValueError(f"{kind}: --extra sets {what}, which the {kind} sets itself for every cell; "
+                         "drop it from --extra")
+
+
+def canonical_options(extra: list[str]) -> dict:
+    """The full run configuration that --extra gives, as JSON values: the same experiment gives the
+    same dict whatever the order of the options (and whether a default is spelled out)."""
+    try:
+        cfg = parse_config(extra)
+    except SystemExit:
+        raise ValueError(f"--extra '{' '.join(extra)}' is not a valid set of run options") from None
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
 def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:
     """Make `out/cells/` and record the shared run options in `out/<kind>.json`.
 
     Finished cells are reused by name (method, epsilon, bits, seed), so a folder must
     never mix cells made with different run options: resuming with other --extra
     options is refused (exit code 2) instead of silently averaging two experiments.
+    The comparison is on the canonical configuration (canonical_options), so the
+    order of the options does not matter.
     """
     manifest = os.path.join(out, f"{kind}.json")
     cells = os.path.join(out, "cells")
     for other in ("sweep", "ablation"):
         if other != kind and os.path.exists(os.path.join(out, f"{other}.json")):
             raise ValueError(f"{kind}: {out} already holds {other} cells (another layout); give another --out.")
+    config = canonical_options(extra)
     if os.path.exists(manifest):
         with open(manifest) as fh:
-            before = json.load(fh).get("extra")
-        if before != extra:
-            raise ValueError(f"{kind}: {out} holds cells made with --extra '{' '.join(before or [])}', "
-                             f"but this call asks for --extra '{' '.join(extra)}'. Mixing them would average "
+            saved = json.load(fh)
+        before = saved.get("extra") or []
+        try:
+            before_config = saved.get("config") or canonical_options(before)
+        except ValueError:
+            before_config = None
+        if before_config != config:
+            diff = ("" if before_config is None else " (" + "; ".join(
+                f"{k}: {before_config.get(k)!r} there, {config.get(k)!r} now"
+                for k in sorted(set(config) | set(before_config)) if before_config.get(k) != config.get(k)) + ")")
+            raise ValueError(f"{kind}: {out} holds cells made with --extra '{' '.join(before)}', "
+                             f"but this call asks for --extra '{' '.join(extra)}'{diff}. Mixing them would average "
                              f"different experiments: repeat the same --extra to resume, or give another --out.")
     elif os.path.isdir(cells) and any(f.endswith(".json") for f in os.listdir(cells)):
         raise ValueError(f"{kind}: {cells} holds cells but {manifest} is missing, so the run options that made "
                          f"them are unknown; give another --out.")
     os.makedirs(cells, exist_ok=True)
     if not os.path.exists(manifest):
-        write_atomic(manifest, json.dumps({"kind": kind, "extra": extra}, indent=1) + "\n")
+        write_atomic(manifest, json.dumps({"kind": kind, "extra": extra, "config": config}, indent=1) + "\n")
+
+
+def check_dpsgd_pairs(cfg: Config) -> None:
+    """--dpsgd-batch-pairs must fit the training pairs N(N-1)/2: checked before a sweep's first cell,
+    not hours later when its dpsgd cell starts (the size needs the dataset's item count)."""
+    ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, synthetic_items=cfg.synthetic_items, seed=cfg.seed)
+    n_train = cfg.n_train or data.split_sizes(ds.name, ds.n)[1]
+    if not 0 < cfg.dpsgd_batch_pairs <= n_train * (n_train - 1) / 2:
+        raise ValueError(f"dpsgd_batch_pairs={cfg.dpsgd_batch_pairs} must be in (0, N(N-1)/2] "
+                         f"(N = {n_train} training items)")
 
 
 def _cell_name(c: dict) -> str:
@@ -1002,9 +1062,12 @@ def sweep_main(argv: list[str]) -> int:
     sc = _parse_dataclass(SweepConfig, argv, "dmpmh.py sweep")
     extra = sc.extra.split()
     base = parse_config(extra)  # validates the extra options early
+    refuse_extra_options("sweep", extra, SWEEP_SETS)
     cells = sweep_cells(sc)
     for c in cells:  # every cell's settings are checked before anything is written
         validate_config(cell_config(base, c))
+    if any(c["method"] == "dpsgd" for c in cells):
+        check_dpsgd_pairs(base)
     _claim_output_folder(sc.out, "sweep", extra)
     done = 0
     for k, c in enumerate(cells):
@@ -1246,6 +1309,7 @@ class AblationConfig:
 def ablation_main(argv: list[str]) -> int:
     ac = _parse_dataclass(AblationConfig, argv, "dmpmh.py ablation")
     base = parse_config(ac.extra.split())
+    refuse_extra_options("ablation", ac.extra.split(), ABLATION_SETS)
     seeds = parse_list("--seeds", ac.seeds, minimum=0)
     for over in ABLATIONS.values():  # every variant's settings are checked before anything is written
         validate_config(_ablation_config(base, over))
