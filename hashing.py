@@ -315,10 +315,12 @@ def load_run(path: str, *, device: str | torch.device = "cpu") -> TrainedRun:
         raise ValueError(f"--run {path}: no model.pt in it; give a finished run directory (runs/<timestamp>-...)")
     try:
         rec = torch.load(file, map_location="cpu")
-    except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"cannot load {file}: {first[:200]} (a model.pt written before the trained-model "
-                         "format, or not a model.pt: retrain the run)") from None
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets a one-line answer
+        if "weights only" in str(e).lower():
+            raise ValueError(f"cannot load {file}: it holds objects that torch.load(weights_only=True) refuses, "
+                             "so it was written before model.pt held only tensors and plain values: retrain "
+                             "the run") from None
+        raise ValueError(f"cannot load {file} ({type(e).__name__}): not a model.pt written by dmpmh.py") from None
     if not isinstance(rec, dict) or rec.get("format") != MODEL_FORMAT:
         raise ValueError(f"{file} is not a model.pt of format {MODEL_FORMAT}: retrain the run")
     model = DualStreamHasher(rec["in_dims"], rec["bits"], rec["hidden"], tuple(rec["cnn_views"]))

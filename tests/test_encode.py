@@ -80,3 +80,12 @@ def test_bad_index_file_exit_2(tiny_run, tmp_path, capsys):
     assert dmpmh.main(["encode", "--run", tiny_run, "--items", str(tmp_path / "idx.txt"),
                        "--out", str(tmp_path / "c.npz")]) == 2
     assert "indices must be in 0..399" in capsys.readouterr().err
+
+
+def test_old_model_pt_says_retrain(tmp_path, capsys):
+    run = tmp_path / "old"
+    run.mkdir()
+    torch.save({"state_dict": {}, "scalers": {"text": ("l2", np.zeros(3), np.ones(3))}}, run / "model.pt")
+    assert dmpmh.main(["encode", "--run", str(run), "--out", str(tmp_path / "c.npz")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "retrain the run" in err[0]
