@@ -872,7 +872,9 @@ def _parse_dataclass(cls, argv: list[str], prog: str):
     helps = _field_help(cls)
     for f in dataclasses.fields(cls):
         kind = _bool if isinstance(f.default, bool) else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=helps.get(f.name, type(f.default).__name__))
+        extra = {"metavar": "{true,false}"} if kind is _bool else {}
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                       help=helps.get(f.name, type(f.default).__name__), **extra)
     return cls(**vars(p.parse_args(argv)))
 
 
