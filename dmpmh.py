@@ -38,67 +38,73 @@ METHODS = ("dmpmh", "nonprivate", "naive", "dpsgd", "edgerr", "public")
 
 @dataclass
 class Config:
+    # Each field's trailing comment is its --help text (a comment line indented under it continues it).
     # --- data -------------------------------------------------------------
-    dataset: str = "synthetic"        # synthetic | mirflickr | nuswide | path/to/file.npz
-    data_dir: str | None = None       # default ./data/<dataset>/
-    synthetic_items: int = 5000       # size of the embedded synthetic dataset
-    protocol: str = "inductive"       # inductive (train, query, database disjoint) | standard
-    n_query: int | None = None        # default: DESIGN.md sizes (2,000 / 2,100) or N/10
-    n_train: int | None = None        # default: DESIGN.md sizes (10,000 / 10,500) or N/2
+    dataset: str = "synthetic"        # synthetic (embedded, generated from --seed) | mirflickr | nuswide
+                                      # (looked up in --data-dir) | path/to/file.npz with 'text' and/or 'image' and 'labels'
+    data_dir: str | None = None       # folder of a named dataset; default (None): ./data/<dataset>/
+    synthetic_items: int = 5000       # number of items of the embedded synthetic dataset (>= 100 or so)
+    protocol: str = "inductive"       # inductive (train, query, database disjoint) | standard (train items in the database)
+    n_query: int | None = None        # query items; default (None): 2,000 for mirflickr, 2,100 for nuswide,
+                                      # 2,000 for other sets of >= 20,015 items, else N/10
+    n_train: int | None = None        # training items; default (None): 10,000 for mirflickr, 10,500 for nuswide,
+                                      # 10,000 for other sets of >= 20,015 items, else N/2
     graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN) | interact (simulated co-views)
-    knn_k: int = 20                   # k of the Jaccard-kNN graph (--graph knn)
-    graph_file: str | None = None     # your own graph: .npz with int array 'edges' (m, 2) or a two-column .csv of item indices 0..N-1; train-train edges are the private graph
+    knn_k: int = 20                   # k (>= 1) of the Jaccard-kNN private graph (--graph knn) and of the public kNN prior
+    graph_file: str | None = None     # your own graph: .npz with int array 'edges' (m, 2) or a two-column .csv of item
+                                      # indices 0..N-1; train-train edges are the private graph; default (None): none
     # --- privacy ----------------------------------------------------------
-    method: str = "dmpmh"             # dmpmh | nonprivate | naive | dpsgd | edgerr | public (no private data at all)
+    method: str = "dmpmh"             # dmpmh | nonprivate (NOT PRIVATE reference) | naive (no clipping) | dpsgd |
+                                      # edgerr (edge randomized response) | public (no private data at all)
     public_graph: str = "empty"       # --method public: empty (no edges) | knn (public-feature kNN, k = knn_k)
-    epsilon: float = 1.0              # edge-level epsilon; inf = no noise (a NOT PRIVATE reference)
+    epsilon: float = 1.0              # edge-level epsilon, > 0; inf = no noise (a NOT PRIVATE reference)
     delta: float = 1e-6               # edge-level delta, in (0, 1)
-    max_degree: int = 32              # D, the stable clipping bound
-    share_degrees: float = 0.1        # shares of mu^2 per released statistic
-    share_triangles: float = 0.1
-    share_edges: float = 0.05
-    share_bilinear: float = 0.75
-    proj_dim: int = 512               # r, public projection dimension (bilinear moments are r x r)
-    noise: str = "gaussian"           # gaussian | discrete
-    insecure_seed: int | None = None  # reproducible DP noise; NOT SECURE, warns every run
+    max_degree: int = 32              # largest node degree kept by clipping (>= 1): D, the stable clipping bound
+    share_degrees: float = 0.1        # share (>= 0) of the privacy budget mu^2 spent on the clipped degrees
+    share_triangles: float = 0.1      # share (>= 0) of mu^2 spent on the clipped per-node triangle counts
+    share_edges: float = 0.05         # share (>= 0) of mu^2 spent on the edge count
+    share_bilinear: float = 0.75      # share (>= 0) of mu^2 spent on the bilinear moments Z^T S Z (shares are normalised)
+    proj_dim: int = 512               # r (>= 1), public projection dimension (bilinear moments are r x r)
+    noise: str = "gaussian"           # gaussian | discrete (exact discrete Gaussian on the integer statistics)
+    insecure_seed: int | None = None  # seed that makes the DP noise reproducible; NOT SECURE, warns every run;
+                                      # default (None): the operating system's secure random source
     # --- synthesis --------------------------------------------------------
-    support_k: int = 32               # public candidate neighbours per node for Noisy Mirror Descent
+    support_k: int = 32               # public candidate neighbours per node (>= 1) for Noisy Mirror Descent
     targets: str = "auto"             # auto | calibrated (0/1 at the released density) | soft (edge probabilities)
-    nmd_iters: int = 200              # Noisy Mirror Descent iteration cap (it stops at the noise level)
-    nmd_prior: float = 1e-3           # weight of NMD's KL pull towards the semantic prior
-    noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma
-    fit_rank: int | None = None       # rank of the semantic fit; default: chosen from the release (no budget spent)
+    nmd_iters: int = 200              # Noisy Mirror Descent iteration cap (it stops earlier at the noise level)
+    nmd_prior: float = 1e-3           # weight (>= 0) of NMD's KL pull towards the semantic prior
+    noise_ridge: float = 0.4          # ridge of the semantic fit, in units of the bilinear noise sigma (>= 0)
+    fit_rank: int | None = None       # rank (0..proj_dim) of the semantic fit; 0 ignores the bilinear release;
+                                      # default (None): chosen from the release (no budget spent)
     # --- hashing ----------------------------------------------------------
-    bits: int = 32                    # code length, a positive multiple of 8
+    bits: int = 32                    # code length in bits, a positive multiple of 8
     cnn: bool = True                  # small CNN on raw thumbnails when the dataset gives raw images
-    epochs: int = 30                  # passes over the training items
-    batch_size: int = 256             # items per mini-batch (all pairs inside it are used)
-    lr: float = 1e-3                  # Adam learning rate
-    hidden: int = 1024                # hidden width of each MLP stream
+    epochs: int = 30                  # passes over the training items (>= 1)
+    batch_size: int = 256             # items per mini-batch (>= 2; all pairs inside it are used)
+    lr: float = 1e-3                  # Adam learning rate of the hashing networks
+    hidden: int = 1024                # hidden width of each MLP stream (units)
     feature_norm: str = "l2"          # l2 (unit rows, x10) | standardize (per dimension) | none
-    w_first_order: float = 1.0        # loss weights (hashing.py); 0 switches a term off
-    w_triangle: float = 1.0
-    w_alignment: float = 0.5
-    w_quantization: float = 0.1
-    w_balance: float = 0.1
+    w_first_order: float = 1.0        # weight (>= 0) of the pairwise-likelihood loss term; 0 switches it off
+    w_triangle: float = 1.0           # weight (>= 0) of the triangle (motif) loss term; 0 switches it off
+    w_alignment: float = 0.5          # weight (>= 0) of the cross-modal alignment term; 0 switches it off
+    w_quantization: float = 0.1       # weight (>= 0) of the quantization term; 0 switches it off
+    w_balance: float = 0.1            # weight (>= 0) of the bit-balance term; 0 switches it off
     pair_balance: str = "auto"        # auto | true | false: equal weight to positive and negative pairs; auto: on for sparse released density
     public_prior: str = "auto"        # auto | knn | none: train on the public-feature kNN graph (k = knn_k) beside the method's graph; auto: on for sparse released density
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
-    dpsgd_steps: int = 300
-    dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step
-    dpsgd_clip: float = 1.0           # per-edge clipping norm C
-    dpsgd_lr: float = 1e-3            # DP-SGD learning rate
+    dpsgd_steps: int = 300            # DP-SGD steps (>= 1); the privacy cost grows with them
+    dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
+    dpsgd_clip: float = 1.0           # per-edge clipping norm C (> 0)
+    dpsgd_lr: float = 1e-3            # DP-SGD (Adam) learning rate
     # --- run --------------------------------------------------------------
-    device: str = "cpu"               # cpu | cuda | auto
-    seed: int = 0                     # split, synthetic data, networks (not the DP noise)
-    out_dir: str = "runs"             # run directories go here
-    attack_pairs: int = 20000         # balanced edge/non-edge sample of the link attack
-    # Evaluation with the private graph (link-reconstruction AUC on true edges vs non-edges).
-    # Its figures are un-noised statistics of the private graph: research use only.
-    attack_eval_not_private: bool = False
-    # Per-stage wall time and peak memory depend weakly on the graph (e.g. its density): a side
-    # channel. They are printed by `bench`, and saved to metrics.json only with this flag.
-    timings_not_private: bool = False
+    device: str = "cpu"               # cpu | cuda | auto (a GPU where torch sees one)
+    seed: int = 0                     # seeds the split, synthetic data and networks (not the DP noise); >= 0
+    out_dir: str = "runs"             # folder that run directories go into (made if missing)
+    attack_pairs: int = 20000         # size of the balanced edge/non-edge sample of the link attack (pairs)
+    attack_eval_not_private: bool = False  # link-reconstruction AUC on true edges vs non-edges: un-noised
+                                           # statistics of the private graph, research use only (NOT PRIVATE)
+    timings_not_private: bool = False      # save per-stage wall time and peak memory to metrics.json; they depend
+                                           # weakly on the graph (a side channel), so they are off by default
 
 
 def validate_config(cfg: Config) -> None:
@@ -154,19 +160,51 @@ def _bool(s: str) -> bool:
 
 
 def _field_help(cls) -> dict[str, str]:
-    """Each dataclass field's trailing '# comment' in the source, as its --help text."""
-    out = {}
+    """Each dataclass field's trailing '# comment' in the source, as its --help text; a comment-only
+    line indented deeper than the fields continues the previous field's text."""
+    out: dict[str, str] = {}
+    last = None
     for line in inspect.getsource(cls).splitlines():
         m = re.match(r"\s+(\w+):[^=]*=.*?#\s*(.*)$", line)
+        more = re.match(r"\s{8,}#\s*(.*)$", line)
         if m:
-            out[m.group(1)] = m.group(2).replace("%", "%%")
-    return out
+            last = m.group(1)
+            out[last] = m.group(2)
+        elif more and last:
+            out[last] += " " + more.group(1)
+        else:
+            last = None
+    return {k: v.replace("%", "%%") for k, v in out.items()}
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default; the description and epilog keep their line breaks."""
+
+
+# name -> one line for `dmpmh.py --help`; `dmpmh.py NAME --help` lists the subcommand's own options
+SUBCOMMANDS = {
+    "run": "train and evaluate one model (the default when no subcommand is given)",
+    "encode": "hash items with a trained run's networks (post-processing: no privacy cost)",
+    "sweep": "methods x epsilons x bits x seeds, resumable; tables and privacy-utility figures",
+    "ablation": "drop one DMP-MH ingredient at a time over seeds -> ablation.md",
+    "audit": "canary-edge audit of the sanitizer: an empirical epsilon lower bound",
+    "bench": "per-stage wall time and peak memory, scaling, mAP speed",
+}
+
+
+def _subcommand_epilog() -> str:
+    lines = ["subcommands (python dmpmh.py SUBCOMMAND --help for their options):"]
+    lines += [f"  {name:<9} {text}" for name, text in SUBCOMMANDS.items()]
+    lines += ["", "Paths (--dataset, --data-dir, --graph-file, --out-dir, ...) resolve against the current "
+              "working directory."]
+    return "\n".join(lines)
 
 
 def parse_config(argv: list[str]) -> Config:
     """argparse over the Config fields; unknown flags are rejected by argparse (exit 2)."""
-    p = argparse.ArgumentParser(prog="dmpmh.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="dmpmh.py", usage="%(prog)s [SUBCOMMAND] [options]",
+                                description=__doc__.split("\n\n")[0] + "\n\nOptions of a run (subcommand run, "
+                                "the default):", epilog=_subcommand_epilog(), formatter_class=_HelpFormatter)
     helps = _field_help(Config)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
@@ -559,10 +597,10 @@ def run(cfg: Config) -> dict:
         np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
                  **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
                  query_index=split.query, database_index=split.database, bits=cfg.bits)
-        import torch
-        torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
-                    "scalers": {v: (s.mode, s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
-        plot_curves(rundir, metrics)
+        import torch  # model.pt: a state dict, the scalers and the config; torch.load(path) opens it (weights_only)
+        torch.save(hashing.model_record(model, scalers, json.loads(json.dumps(dataclasses.asdict(cfg)))),
+                   rundir.file("model.pt"))
+        plot_curves(rundir, metrics, cfg)
         print()
         print(statement)
         print(metrics_markdown(cfg, metrics))
@@ -575,14 +613,24 @@ def run(cfg: Config) -> dict:
         raise
 
 
-def plot_curves(rundir: RunDir, metrics: dict) -> None:
+def figure_title(cfg: Config, what: str) -> str:
+    """'<what>: <dataset>, <method>, epsilon <e>, <bits> bits, seed <s>': every figure says what it shows."""
+    ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
+    eps = "none (public only)" if cfg.method == "public" else f"{cfg.epsilon:g}"
+    return f"{what}: {ds}, {cfg.method}, epsilon {eps}, {cfg.bits} bits, seed {cfg.seed}"
+
+
+def plot_curves(rundir: RunDir, metrics: dict, cfg: Config) -> None:
     tasks = metrics["retrieval"]
     evaluate.line_plot(rundir.file("precision_at_k.png"),
                        {t: (r["ks"], r["p_at_k"]) for t, r in tasks.items()},
-                       title="precision@k", xlabel="k", ylabel="precision")
+                       title=figure_title(cfg, "precision@k"), xlabel="k (items retrieved)", ylabel="precision")
+    # radius r = 0..bits; a query whose Hamming ball is empty counts precision 0 (README, "Figures")
     evaluate.line_plot(rundir.file("pr_curve.png"),
                        {t: (r["pr_recall"], r["pr_precision"]) for t, r in tasks.items()},
-                       title="precision-recall (Hamming radius)", xlabel="recall", ylabel="precision")
+                       title=figure_title(cfg, "precision-recall by Hamming radius"),
+                       xlabel="recall (Hamming radius 0..bits; an empty ball counts as precision 0)",
+                       ylabel="precision")
 
 
 def metrics_markdown(cfg: Config, metrics: dict) -> str:
@@ -616,18 +664,103 @@ def metrics_markdown(cfg: Config, metrics: dict) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Encode: hash items with a trained run (post-processing of the release)
+# ---------------------------------------------------------------------------
+
+@dataclass
+class EncodeConfig:
+    run: str = ""                 # run directory holding model.pt (runs/<timestamp>-<dataset>-<method>/); required
+    dataset: str = ""             # items to encode: synthetic | mirflickr | nuswide | path/to/file.npz; empty: the run's dataset
+    data_dir: str = ""            # folder of a named dataset; empty: the run's --data-dir, else ./data/<dataset>/
+    items: str = "all"            # all | query | database (the run's own split; the run's dataset only) | path to an index file (.npy, or integers in text)
+    out: str = "codes.npz"        # output .npz: codes packed like the run's codes.npz (np.packbits along axis 1)
+
+
+def read_index_file(path: str, n_items: int) -> np.ndarray:
+    """Item indices 0..n_items-1 from a .npy (1-D integers) or a text file (integers separated by
+    whitespace or commas); raises ValueError naming the file and the problem."""
+    if not os.path.isfile(path):
+        raise ValueError(f"--items {path}: not query, database or all, and no such file")
+    try:
+        if path.endswith(".npy"):
+            raw = np.load(path, allow_pickle=False)
+        else:
+            with open(path) as f:
+                raw = np.array([float(t) for t in f.read().replace(",", " ").split()])
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--items {path}: cannot read item indices ({e}); give a .npy of integers or a text "
+                         "file of integers") from None
+    idx = np.asarray(raw).ravel()
+    if idx.size == 0:
+        raise ValueError(f"--items {path}: holds no item index")
+    if not np.issubdtype(idx.dtype, np.number) or not np.all(np.isfinite(idx)) or np.any(idx != np.round(idx)):
+        raise ValueError(f"--items {path}: item indices must be integers")
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= n_items:
+        raise ValueError(f"--items {path}: indices must be in 0..{n_items - 1} (the dataset has {n_items} items); "
+                         f"found {int(idx.min())}..{int(idx.max())}")
+    return idx
+
+
+def encode_main(argv: list[str]) -> int:
+    ec = _parse_dataclass(EncodeConfig, argv, "dmpmh.py encode")
+    if not ec.run:
+        raise ValueError("encode: give --run RUNDIR, the directory of a finished run (it holds model.pt)")
+    if not ec.out.endswith(".npz"):
+        raise ValueError(f"encode --out {ec.out}: the output is an .npz; give a path ending in .npz")
+    folder = os.path.dirname(os.path.abspath(ec.out))
+    if not os.path.isdir(folder):
+        raise ValueError(f"encode --out {ec.out}: the folder {folder} does not exist")
+    import hashing  # torch is imported only once the input is known to be good
+    trained = hashing.load_run(ec.run)
+    rc = trained.config
+    if os.path.abspath(ec.out) == os.path.abspath(os.path.join(trained.path, "codes.npz")):
+        raise ValueError(f"encode --out {ec.out} would overwrite the run's own release; give another path")
+    dataset = ec.dataset or rc["dataset"]
+    same = dataset == rc["dataset"]
+    ds = data.load_dataset(dataset, data_dir=ec.data_dir or (rc.get("data_dir") if same else None),
+                           synthetic_items=rc["synthetic_items"], seed=rc["seed"])
+    ds.labels = None  # encoding reads features only
+    if ec.items in ("query", "database"):
+        if not same:
+            raise ValueError(f"encode --items {ec.items} means the run's own split of {rc['dataset']}; for "
+                             f"--dataset {dataset} give --items all or an index file")
+        with np.load(os.path.join(trained.path, "codes.npz")) as z:
+            idx = np.asarray(z[f"{ec.items}_index"])
+        name = ec.items
+    elif ec.items == "all":
+        idx, name = np.arange(ds.n), "items"
+    else:
+        idx, name = read_index_file(ec.items, ds.n), "items"
+    missing = [v for v in trained.views if v not in ds.views]
+    if missing:
+        raise ValueError(f"--dataset {dataset} has views {list(ds.views)}, but the run's networks need {missing}")
+    print(f"encode: {len(idx)} items of {dataset} ({name}) with the {trained.model.bits}-bit networks of "
+          f"{trained.path}; post-processing of the released model: no privacy cost", flush=True)
+    codes = trained.encode({v: getattr(ds, v)[idx] for v in trained.views})
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{name}_{v}": np.packbits(c, axis=1) for v, c in codes.items()},
+             **{f"{name}_index": idx}, bits=trained.model.bits)
+    write_atomic(ec.out, buf.getvalue(), "wb")
+    print(f"  wrote {ec.out}: keys {', '.join(f'{name}_{v}' for v in codes)} ({len(idx)} x "
+          f"{trained.model.bits // 8} bytes, np.packbits along axis 1), {name}_index, bits")
+    return 0
+
+
+# ---------------------------------------------------------------------------
 # Empirical privacy audit (canary edge between two hubs)
 # ---------------------------------------------------------------------------
 
 @dataclass
 class AuditConfig:
-    epsilon: float = 1.0          # the claimed epsilon
-    delta: float = 1e-5
-    max_degree: int = 4           # D of the audited sanitizer
-    n_nodes: int = 200            # size of the worst-case audit graph (hubness grows with it)
-    trials: int = 5000            # runs with and without the canary, each
+    epsilon: float = 1.0          # the claimed epsilon (> 0) that the audit tests
+    delta: float = 1e-5           # the claimed delta, in (0, 1)
+    max_degree: int = 4           # D (>= 1) of the audited sanitizer
+    n_nodes: int = 200            # nodes of the worst-case audit graph (hubness grows with it)
+    trials: int = 5000            # sanitizer runs with and without the canary edge, each (>= 100)
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
-    alpha: float = 0.05           # one-sided Clopper-Pearson confidence, split over FPR and FNR
+    alpha: float = 0.05           # one-sided Clopper-Pearson error level, in (0, 1), split over FPR and FNR
     seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)
 
 
@@ -733,11 +866,15 @@ def audit_main(argv: list[str]) -> int:
 
 
 def _parse_dataclass(cls, argv: list[str], prog: str):
-    p = argparse.ArgumentParser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=prog, description=SUBCOMMANDS.get(prog.split()[-1]),
+                                epilog="Paths resolve against the current working directory.",
+                                formatter_class=_HelpFormatter)
     helps = _field_help(cls)
     for f in dataclasses.fields(cls):
         kind = _bool if isinstance(f.default, bool) else type(f.default)
-        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=helps.get(f.name, type(f.default).__name__))
+        extra = {"metavar": "{true,false}"} if kind is _bool else {}
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default,
+                       help=helps.get(f.name, type(f.default).__name__), **extra)
     return cls(**vars(p.parse_args(argv)))
 
 
@@ -747,14 +884,17 @@ def _parse_dataclass(cls, argv: list[str], prog: str):
 
 @dataclass
 class SweepConfig:
-    methods: str = "dmpmh,naive,edgerr,dpsgd"   # private methods to compare
-    epsilons: str = "0.5,1,2,4,8"     # comma-separated
-    bits: str = "16,32,64"            # comma-separated code lengths
-    seeds: str = "0,1,2"              # comma-separated; seed s = split s (and data s if synthetic)
-    reference: bool = True        # also run the non-private and public-only references (see sweep_cells)
-    public_variants: str = "empty,empty-pb,knn,knn-pb"   # public-only models run as references
-    out: str = os.path.join("runs", "sweep")   # one folder per experiment (fixed --extra)
-    extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"
+    methods: str = "dmpmh,naive,edgerr,dpsgd"   # comma-separated private methods to compare (of dmpmh, naive, edgerr, dpsgd)
+    epsilons: str = "0.5,1,2,4,8"     # comma-separated edge-level epsilons (> 0)
+    bits: str = "16,32,64"            # comma-separated code lengths (positive multiples of 8)
+    seeds: str = "0,1,2"              # comma-separated seeds (>= 0); seed s = split s (and data s if synthetic)
+    reference: bool = True        # also run the NOT PRIVATE references (nonprivate; dmpmh and naive at epsilon inf)
+                                  # and the public-only models of --public-variants, once per (bits, seed)
+    public_variants: str = "empty,empty-pb,knn,knn-pb"   # public-only models run as references (pb: pair balance on)
+    out: str = os.path.join("runs", "sweep")   # output folder: cells/, runs/, results.md/.csv, summary.md, figures;
+                                               # one folder per experiment (tied to one --extra)
+    extra: str = ""               # further run options, e.g. "--dataset synthetic --epochs 10"; not the options
+                                  # the sweep sets itself (--method, --epsilon, --bits, --seed, --out-dir, --public-graph)
 
 
 def parse_list(option: str, text: str, kind=int, *, minimum=None, example: str = "0,1,2") -> list:
@@ -829,31 +969,91 @@ def cell_config(base: Config, c: dict, **over) -> Config:
                                **over)
 
 
+# Options that the sweep and the ablation set per cell: --extra may not set them (they would be overridden)
+SWEEP_SETS = {"method": "--methods", "epsilon": "--epsilons", "bits": "--bits", "seed": "--seeds",
+              "out_dir": "--out", "public_graph": "--public-variants"}
+ABLATION_SETS = {"seed": "--seeds", "out_dir": "--out"}
+
+
+def options_named(tokens: list[str]) -> list[str]:
+    """The Config fields that run options name, resolving unique prefixes as argparse does."""
+    flags = {"--" + f.name.replace("_", "-"): f.name for f in dataclasses.fields(Config)}
+    out = []
+    for t in tokens:
+        if not t.startswith("--") or t == "--":
+            continue
+        name = t.split("=", 1)[0]
+        hits = [name] if name in flags else [f for f in flags if f.startswith(name)]
+        if len(hits) == 1:
+            out.append(flags[hits[0]])
+    return out
+
+
+def refuse_extra_options(kind: str, extra: list[str], sets: dict[str, str]) -> None:
+    """Exit 2 when --extra sets an option that `kind` sets itself per cell (it would be silently overridden)."""
+    clash = [f for f in dict.fromkeys(options_named(extra)) if f in sets]
+    if clash:
+        what = ", ".join(f"--{f.replace('_', '-')} (use {sets[f]})" for f in clash)
+        raise ValueError(f"{kind}: --extra sets {what}, which the {kind} sets itself for every cell; "
+                         "drop it from --extra")
+
+
+def canonical_options(extra: list[str]) -> dict:
+    """The full run configuration that --extra gives, as JSON values: the same experiment gives the
+    same dict whatever the order of the options (and whether a default is spelled out)."""
+    try:
+        cfg = parse_config(extra)
+    except SystemExit:
+        raise ValueError(f"--extra '{' '.join(extra)}' is not a valid set of run options") from None
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
 def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:
     """Make `out/cells/` and record the shared run options in `out/<kind>.json`.
 
     Finished cells are reused by name (method, epsilon, bits, seed), so a folder must
     never mix cells made with different run options: resuming with other --extra
     options is refused (exit code 2) instead of silently averaging two experiments.
+    The comparison is on the canonical configuration (canonical_options), so the
+    order of the options does not matter.
     """
     manifest = os.path.join(out, f"{kind}.json")
     cells = os.path.join(out, "cells")
     for other in ("sweep", "ablation"):
         if other != kind and os.path.exists(os.path.join(out, f"{other}.json")):
             raise ValueError(f"{kind}: {out} already holds {other} cells (another layout); give another --out.")
+    config = canonical_options(extra)
     if os.path.exists(manifest):
         with open(manifest) as fh:
-            before = json.load(fh).get("extra")
-        if before != extra:
-            raise ValueError(f"{kind}: {out} holds cells made with --extra '{' '.join(before or [])}', "
-                             f"but this call asks for --extra '{' '.join(extra)}'. Mixing them would average "
+            saved = json.load(fh)
+        before = saved.get("extra") or []
+        try:
+            before_config = saved.get("config") or canonical_options(before)
+        except ValueError:
+            before_config = None
+        if before_config != config:
+            diff = ("" if before_config is None else " (" + "; ".join(
+                f"{k}: {before_config.get(k)!r} there, {config.get(k)!r} now"
+                for k in sorted(set(config) | set(before_config)) if before_config.get(k) != config.get(k)) + ")")
+            raise ValueError(f"{kind}: {out} holds cells made with --extra '{' '.join(before)}', "
+                             f"but this call asks for --extra '{' '.join(extra)}'{diff}. Mixing them would average "
                              f"different experiments: repeat the same --extra to resume, or give another --out.")
     elif os.path.isdir(cells) and any(f.endswith(".json") for f in os.listdir(cells)):
         raise ValueError(f"{kind}: {cells} holds cells but {manifest} is missing, so the run options that made "
                          f"them are unknown; give another --out.")
     os.makedirs(cells, exist_ok=True)
     if not os.path.exists(manifest):
-        write_atomic(manifest, json.dumps({"kind": kind, "extra": extra}, indent=1) + "\n")
+        write_atomic(manifest, json.dumps({"kind": kind, "extra": extra, "config": config}, indent=1) + "\n")
+
+
+def check_dpsgd_pairs(cfg: Config) -> None:
+    """--dpsgd-batch-pairs must fit the training pairs N(N-1)/2: checked before a sweep's first cell,
+    not hours later when its dpsgd cell starts (the size needs the dataset's item count)."""
+    ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, synthetic_items=cfg.synthetic_items, seed=cfg.seed)
+    n_train = cfg.n_train or data.split_sizes(ds.name, ds.n)[1]
+    if not 0 < cfg.dpsgd_batch_pairs <= n_train * (n_train - 1) / 2:
+        raise ValueError(f"dpsgd_batch_pairs={cfg.dpsgd_batch_pairs} must be in (0, N(N-1)/2] "
+                         f"(N = {n_train} training items)")
 
 
 def _cell_name(c: dict) -> str:
@@ -864,9 +1064,12 @@ def sweep_main(argv: list[str]) -> int:
     sc = _parse_dataclass(SweepConfig, argv, "dmpmh.py sweep")
     extra = sc.extra.split()
     base = parse_config(extra)  # validates the extra options early
+    refuse_extra_options("sweep", extra, SWEEP_SETS)
     cells = sweep_cells(sc)
     for c in cells:  # every cell's settings are checked before anything is written
         validate_config(cell_config(base, c))
+    if any(c["method"] == "dpsgd" for c in cells):
+        check_dpsgd_pairs(base)
     _claim_output_folder(sc.out, "sweep", extra)
     done = 0
     for k, c in enumerate(cells):
@@ -912,23 +1115,47 @@ def write_sweep_tables(out: str) -> None:
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
     refs = sweep_references(cells)
+    datasets = ", ".join(sorted({os.path.splitext(os.path.basename(str(c.get("dataset", "?"))))[0] for c in cells}))
+    seeds = ",".join(str(s) for s in sorted({c["seed"] for c in cells}))
     for task in sorted({k[3] for k in rows}):
         for bits in sorted({k[2] for k in rows}):
-            series = {}
+            series, errs = {}, {}
             for method in sorted({k[0] for k in rows if not k[0].startswith("public")}):
-                pts = sorted((k[1], float(np.mean(groups[k]))) for k in rows
+                pts = sorted((k[1], float(np.mean(groups[k])),
+                              float(np.std(groups[k], ddof=1)) if len(groups[k]) > 1 else math.nan) for k in rows
                              if k[0] == method and k[2] == bits and k[3] == task and 0 < k[1] < math.inf)
                 if pts:
                     series[method] = ([p[0] for p in pts], [p[1] for p in pts])
+                    errs[method] = [p[2] for p in pts]
             if series:
                 r = refs.get((task, bits), {})
                 lines = {f"public-only ({r.get('public_variant')})": r.get("public"),
                          "best non-private (NOT PRIVATE)": r.get("nonprivate"), "chance": r.get("chance")}
+                lines = {k: v for k, v in lines.items() if v is not None}
                 name = f"privacy_utility_{task.replace('->', '2')}_{bits}bits.png"
-                evaluate.line_plot(os.path.join(out, name), series, title=f"{task}, {bits} bits",
-                                   xlabel="epsilon", ylabel="mAP@all", xlog=True,
-                                   hlines={k: v for k, v in lines.items() if v is not None})
+                eps_run = sorted({x for xs, _ in series.values() for x in xs})
+                evaluate.line_plot(os.path.join(out, name), series, xlabel="epsilon (log scale; the epsilons run)",
+                                   title=f"{datasets}: {task} mAP@all, {bits} bits, mean and std over seeds {seeds}",
+                                   ylabel="mAP@all", xlog=True, xticks=eps_run, yerr=errs, hlines=lines,
+                                   ylim=sweep_ylim(series, errs, lines))
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
+
+
+def sweep_ylim(series: dict, errs: dict, lines: dict) -> tuple[float, float]:
+    """A y range fixed by the references, from chance to the best reference (public-only or
+    non-private), widened only where a mean +- std leaves it, plus a 5% margin; the same scale
+    for every method, so small differences are not blown up by autoscaling."""
+    refs = list(lines.values())
+    lo, hi = min(refs, default=math.inf), max(refs, default=-math.inf)
+    for m, (_, ys) in series.items():
+        for y, e in zip(ys, errs.get(m, [math.nan] * len(ys))):
+            e = e if math.isfinite(e) else 0.0
+            if math.isfinite(y):
+                lo, hi = min(lo, y - e), max(hi, y + e)
+    if not math.isfinite(lo) or not math.isfinite(hi):
+        return (0.0, 1.0)
+    pad = 0.05 * (hi - lo) if hi > lo else 0.05
+    return (max(0.0, lo - pad), min(1.0, hi + pad))
 
 
 def mean_std_text(values) -> str:
@@ -1075,8 +1302,8 @@ def _ablation_config(base: Config, over: dict, **more) -> Config:
 
 @dataclass
 class AblationConfig:
-    seeds: str = "0,1,2"
-    out: str = os.path.join("runs", "ablation")
+    seeds: str = "0,1,2"          # comma-separated seeds (>= 0); each variant runs once per seed
+    out: str = os.path.join("runs", "ablation")   # output folder: cells/, runs/ and ablation.md (tied to one --extra)
     extra: str = ""               # run options shared by every variant, e.g. "--dataset synthetic --epsilon 1"
     public: bool = True           # also run the four public-only models; the table shows the best of them
 
@@ -1084,6 +1311,7 @@ class AblationConfig:
 def ablation_main(argv: list[str]) -> int:
     ac = _parse_dataclass(AblationConfig, argv, "dmpmh.py ablation")
     base = parse_config(ac.extra.split())
+    refuse_extra_options("ablation", ac.extra.split(), ABLATION_SETS)
     seeds = parse_list("--seeds", ac.seeds, minimum=0)
     for over in ABLATIONS.values():  # every variant's settings are checked before anything is written
         validate_config(_ablation_config(base, over))
@@ -1131,18 +1359,19 @@ def ablation_main(argv: list[str]) -> int:
 
 @dataclass
 class BenchConfig:
-    what: str = "sanitize"        # sanitize | scaling | map | pipeline
-    source: str = "mirflickr"     # mirflickr | nuswide (real labels from --shared-dir) | synthetic
-    shared_dir: str = os.path.join("..", "shared", "data")
-    n_train: int = 10000
-    sizes: str = "2500,5000,10000,20000,40000"   # for --what scaling
-    repeats: int = 3              # medians over repeats
-    max_degree: int = 32
-    proj_dim: int = Config.proj_dim
-    support_k: int = 32
-    epsilon: float = 1.0
-    delta: float = 1e-6
-    seed: int = 0
+    what: str = "sanitize"        # sanitize (one size) | scaling (--sizes) | map (mAP speed on random codes) | pipeline (one run)
+    source: str = "synthetic"     # label graph of sanitize/scaling: synthetic | mirflickr | nuswide (real labels
+                                  # from --shared-dir: mirflickr25k/mirflickr25k_tags_labels.npz, nuswide/nuswide_tc10_labels.npz)
+    shared_dir: str = os.path.join("..", "shared", "data")   # folder of the real label files (--source mirflickr|nuswide)
+    n_train: int = 10000          # training items (graph nodes) for --what sanitize
+    sizes: str = "2500,5000,10000,20000,40000"   # comma-separated numbers of training items (>= 100) for --what scaling
+    repeats: int = 3              # repeats per size (>= 1); medians of time, maxima of memory
+    max_degree: int = 32          # D (>= 1), the stable clipping bound
+    proj_dim: int = Config.proj_dim   # r (>= 1), public projection dimension
+    support_k: int = 32           # public candidate neighbours per node for Noisy Mirror Descent
+    epsilon: float = 1.0          # edge-level epsilon (> 0) of the benchmarked release
+    delta: float = 1e-6           # edge-level delta, in (0, 1)
+    seed: int = 0                 # seeds the item sample and synthetic data (the DP noise stays secure)
     extra: str = ""               # for --what pipeline: the run options, e.g. "--dataset synthetic"
 
 
@@ -1231,7 +1460,9 @@ def bench_main(argv: list[str]) -> int:
              else [bc.n_train])
     if bc.repeats < 1:
         raise ValueError(f"bench --repeats {bc.repeats} must be >= 1")
-    where = f"run options '{bc.extra}'" if bc.what == "pipeline" else bc.source
+    where = {"pipeline": f"run options '{bc.extra}'",
+             "map": "random codes and labels (evaluate.benchmark_map: 2,100 queries x 184,000 codes, 64 bits)"
+             }.get(bc.what, f"the {bc.source} label graph")
     print(f"bench: {bc.what} on {where}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
     if bc.what == "map":
         rs = [evaluate.benchmark_map(seed=bc.seed + r) for r in range(bc.repeats)]
@@ -1281,14 +1512,10 @@ def bench_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "audit":
-            return audit_main(argv[1:])
-        if argv and argv[0] == "bench":
-            return bench_main(argv[1:])
-        if argv and argv[0] == "sweep":
-            return sweep_main(argv[1:])
-        if argv and argv[0] == "ablation":
-            return ablation_main(argv[1:])
+        mains = {"encode": encode_main, "sweep": sweep_main, "ablation": ablation_main, "audit": audit_main,
+                 "bench": bench_main}
+        if argv and argv[0] in mains:
+            return mains[argv[0]](argv[1:])
         if argv and argv[0] == "run":
             argv = argv[1:]
         cfg = parse_config(argv)

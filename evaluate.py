@@ -745,7 +745,7 @@ def _save_png(img, path):
 
 
 def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
-              size=(720, 480), ylim=None, hlines=None):
+              size=(720, 480), ylim=None, hlines=None, xticks=None, yerr=None):
     """Draw named (xs, ys) series as lines with markers and save a PNG atomically.
 
     series: dict name -> (xs, ys). Non-finite points are skipped (the line
@@ -753,7 +753,10 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
     labels, grid, legend and up to 10 distinct colours (then they repeat).
     ylim=(lo, hi) fixes the y range. hlines: dict name -> y, drawn as dashed
     horizontal reference lines (e.g. the public-only model, chance) with a dashed
-    legend entry. Written to path + '.tmp', then os.replace.
+    legend entry. xticks: the x tick values (e.g. the epsilons that were run); the
+    x range is then theirs, padded by 5%, instead of round numbers around the data.
+    yerr: dict name -> per-point half-widths (e.g. std over seeds), drawn as error
+    bars; non-finite ones are skipped. Written to path + '.tmp', then os.replace.
     """
     hlines = {k: float(v) for k, v in (hlines or {}).items() if v is not None and math.isfinite(float(v))}
     if not series:
@@ -780,18 +783,25 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
     draw = ImageDraw.Draw(img)
     left, right, top, bottom = 78, width - 20, 40, height - 58
 
-    if xlog:
+    fx = math.log10 if xlog else float
+    fixed_x = xticks is not None
+    if fixed_x:
+        xticks = sorted(float(t) for t in xticks if math.isfinite(t) and (t > 0 or not xlog))
+        if not xticks:
+            raise ValueError("xticks must hold at least one finite value (> 0 on a log axis)")
+    elif xlog:
         xticks = _log_ticks(all_x.min(), all_x.max())
-        fx = math.log10
     else:
         xticks = _nice_ticks(all_x.min(), all_x.max())
-        fx = float
     if ylim:
         yticks = _nice_ticks(*ylim)
     else:
         pad = 0.04 * (all_y.max() - all_y.min())  # keep markers off the frame
         yticks = _nice_ticks(all_y.min() - pad, all_y.max() + pad)
     x0, x1 = fx(xticks[0]), fx(xticks[-1])
+    if fixed_x:  # keep the first and last markers off the frame
+        span = (x1 - x0) or 1.0
+        x0, x1 = x0 - 0.05 * span, x1 + 0.05 * span
     y0, y1 = (ylim if ylim else (yticks[0], yticks[-1]))
 
     def px(v):
@@ -830,10 +840,18 @@ def line_plot(path, series, *, title="", xlabel="", ylabel="", xlog=False,
                 run = []
         if len(run) > 1:
             draw.line(run, fill=colour, width=2)
-        for xi, yi, good in zip(x, y, ok):
+        err = np.asarray((yerr or {}).get(name, np.full(x.shape, np.nan)), dtype=np.float64).ravel()
+        if err.shape != x.shape:
+            raise ValueError(f"yerr {name!r}: {err.size} values for {x.size} points")
+        for xi, yi, good, ei in zip(x, y, ok, err):
             if good:
                 cx, cy = px(xi), py(yi)
                 draw.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=colour)
+                if math.isfinite(ei) and ei > 0:
+                    lo, hi = py(yi - ei), py(yi + ei)
+                    draw.line([(cx, lo), (cx, hi)], fill=colour, width=1)
+                    draw.line([(cx - 4, lo), (cx + 4, lo)], fill=colour, width=1)
+                    draw.line([(cx - 4, hi), (cx + 4, hi)], fill=colour, width=1)
 
     def dashed(y, colour):
         x = float(left)

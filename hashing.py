@@ -38,6 +38,7 @@ Every term is switched off by a weight of 0.
 """
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -239,6 +240,94 @@ def encode(model: DualStreamHasher, features: dict[str, np.ndarray], *, device: 
             chunks.append((h > 0).to(torch.uint8).cpu().numpy())
         out[v] = np.concatenate(chunks) if chunks else np.zeros((0, model.bits), dtype=np.uint8)
     return out
+
+
+# ---------------------------------------------------------------------------
+# Saving and loading a trained run (model.pt)
+# ---------------------------------------------------------------------------
+
+MODEL_FORMAT = 1
+
+
+def model_record(model: DualStreamHasher, scalers: dict[str, Standardizer], config: dict) -> dict:
+    """What ``model.pt`` holds: only dicts, lists, strings, numbers and tensors, so that
+    ``torch.load(path)`` opens it with the default ``weights_only=True``.
+
+    ``config`` is the run's JSON-serialisable configuration (dataclasses.asdict of dmpmh.Config);
+    the scalers' parameters are saved as tensors in their own dtype, so new items are normalised
+    exactly as the run's were."""
+    in_dims, cnn = {}, []
+    for v, enc in model.encoders.items():
+        if isinstance(enc, SmallCNN):
+            cnn.append(v)
+            in_dims[v] = 3 * enc.side * enc.side
+        else:
+            in_dims[v] = int(enc.net[0].in_features)
+    hidden = next((int(e.net[0].out_features) for e in model.encoders.values() if isinstance(e, MLPEncoder)),
+                  int(config.get("hidden", 1024)))
+    return {"format": MODEL_FORMAT, "bits": int(model.bits), "views": list(model.encoders),
+            "in_dims": in_dims, "hidden": hidden, "cnn_views": cnn,
+            "state_dict": {k: t.detach().cpu() for k, t in model.state_dict().items()},
+            "scalers": {v: {"mode": s.mode, "mean": torch.from_numpy(np.array(s.mean, copy=True)),
+                            "std": torch.from_numpy(np.array(s.std, copy=True))} for v, s in scalers.items()},
+            "config": config}
+
+
+@dataclass
+class TrainedRun:
+    """A trained run, loaded by ``load_run``: the networks, the feature scalers and the run's config."""
+    model: DualStreamHasher
+    scalers: dict[str, Standardizer]
+    config: dict
+    path: str
+
+    @property
+    def views(self) -> tuple[str, ...]:
+        return tuple(self.model.encoders)
+
+    def features(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw public features {view: (N, d)} -> the normalised inputs the networks were trained on."""
+        return {v: self.scalers[v](raw[v]) for v in self.views}
+
+    def encode(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """{view: (N, bits) uint8 codes in {0, 1}} for raw public features (post-processing: no privacy cost)."""
+        missing = [v for v in self.views if v not in raw]
+        if missing:
+            raise ValueError(f"the run's model has views {list(self.views)}, but no features for {missing}")
+        for v in self.views:
+            want = self.model.encoders[v]
+            d = 3 * want.side * want.side if isinstance(want, SmallCNN) else want.net[0].in_features
+            if raw[v].ndim != 2 or raw[v].shape[1] != d:
+                raise ValueError(f"{v} features have shape {tuple(raw[v].shape)}, but the run's {v} network "
+                                 f"takes {d} columns: encode items of the dataset the run was trained on "
+                                 "(or with its feature layout)")
+        return encode(self.model, self.features(raw), device=next(self.model.parameters()).device)
+
+
+def load_run(path: str, *, device: str | torch.device = "cpu") -> TrainedRun:
+    """Load a trained run from its directory (or its ``model.pt``) with ``torch.load(weights_only=True)``.
+
+    Raises ValueError, naming the path, when the directory or model.pt is missing or unreadable."""
+    file = os.path.join(path, "model.pt") if os.path.isdir(path) else path
+    if not os.path.exists(path):
+        raise ValueError(f"--run {path}: no such directory; give a run directory (runs/<timestamp>-...)")
+    if not os.path.isfile(file):
+        raise ValueError(f"--run {path}: no model.pt in it; give a finished run directory (runs/<timestamp>-...)")
+    try:
+        rec = torch.load(file, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - any unreadable file gets a one-line answer
+        if "weights only" in str(e).lower():
+            raise ValueError(f"cannot load {file}: it holds objects that torch.load(weights_only=True) refuses, "
+                             "so it was written before model.pt held only tensors and plain values: retrain "
+                             "the run") from None
+        raise ValueError(f"cannot load {file} ({type(e).__name__}): not a model.pt written by dmpmh.py") from None
+    if not isinstance(rec, dict) or rec.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{file} is not a model.pt of format {MODEL_FORMAT}: retrain the run")
+    model = DualStreamHasher(rec["in_dims"], rec["bits"], rec["hidden"], tuple(rec["cnn_views"]))
+    model.load_state_dict(rec["state_dict"])
+    model.to(device if isinstance(device, torch.device) else resolve_device(device)).eval()
+    scalers = {v: Standardizer(s["mean"].numpy(), s["std"].numpy(), s["mode"]) for v, s in rec["scalers"].items()}
+    return TrainedRun(model=model, scalers=scalers, config=rec["config"], path=os.path.dirname(file) or ".")
 
 
 # ---------------------------------------------------------------------------

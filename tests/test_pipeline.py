@@ -254,8 +254,15 @@ def test_raw_thumbnails_train_the_small_cnn(tmp_path):
     np.savez(path, image=imgs, text=(rng.random((n, 30)) < 0.2).astype(np.float32), labels=lab)
     m = dmpmh.run(dmpmh.parse_config(TINY + ["--dataset", str(path), "--out-dir", str(tmp_path / "runs")]))
     import torch
-    state = torch.load(os.path.join(m["run_dir"], "model.pt"), weights_only=False)["state_dict"]
+    state = torch.load(os.path.join(m["run_dir"], "model.pt"))["state_dict"]  # default weights_only=True
     assert any(k.startswith("encoders.image.conv") for k in state)     # the CNN stream was used
+    import hashing  # the loaded CNN run reproduces its database codes
+    trained = hashing.load_run(m["run_dir"])
+    stored = np.load(os.path.join(m["run_dir"], "codes.npz"))
+    ds = data.load_npz(str(path))
+    idx = stored["database_index"]
+    codes = trained.encode({v: getattr(ds, v)[idx] for v in trained.views})
+    assert all(np.array_equal(np.packbits(codes[v], axis=1), stored[f"database_{v}"]) for v in trained.views)
     assert set(m["retrieval"]) == {"I->I", "I->T", "T->I", "T->T"}
 
 
