@@ -192,14 +192,40 @@ def write_atomic(path: str, content, mode: str = "w") -> None:
 
 def not_private(cfg: Config) -> bool:
     """Runs whose outputs carry no DP guarantee (references)."""
-    return cfg.method == "nonprivate" or cfg.epsilon == math.inf
+    return cfg.method == "nonprivate" or (cfg.epsilon == math.inf and cfg.method != "public")
+
+
+def not_private_reasons(cfg: Config) -> list[str]:
+    """Why a run is NOT PRIVATE, one phrase per reason (empty for a private run). Its privacy.txt opens
+    with them, its folder name ends in -NOT-PRIVATE, and its metrics.md heading and sweep/ablation rows
+    say so."""
+    r = []
+    if cfg.method == "nonprivate":
+        r.append("method 'nonprivate' trains on the true private graph with no clipping and no noise")
+    elif cfg.epsilon == math.inf and cfg.method != "public":
+        r.append("epsilon = infinity: the statistics were released without noise")
+    if cfg.insecure_seed is not None and cfg.method not in ("nonprivate", "public") and cfg.epsilon != math.inf:
+        r.append("--insecure-seed: the DP noise comes from a fixed seed, and noise from a known seed is known noise")
+    if cfg.attack_eval_not_private:
+        r.append("--attack-eval-not-private: the link-attack figures are un-noised statistics of the private graph")
+    if cfg.timings_not_private:
+        r.append("--timings-not-private: metrics.json holds stage timings, which depend on the private graph")
+    if cfg.protocol == "standard":
+        r.append("--protocol standard: the metrics use training labels")
+    return r
+
+
+def not_private_tag(cfg: Config) -> str:
+    """' (NOT PRIVATE: short reasons)' for headings and table rows; '' for a private run."""
+    short = [s.split(":")[0] for s in not_private_reasons(cfg)]
+    return f" (NOT PRIVATE: {', '.join(short)})" if short else ""
 
 
 class RunDir:
     def __init__(self, cfg: Config):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
-        tag = "-NOT-PRIVATE" if not_private(cfg) else ""
+        tag = "-NOT-PRIVATE" if not_private_reasons(cfg) else ""
         os.makedirs(cfg.out_dir, exist_ok=True)
         k = 1
         while True:  # a run in the same second (finished or still going) takes the next free name
@@ -333,6 +359,8 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
         "Accounting: Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & Zhang, arXiv 1908.10530, "
         "Sec. 3.3), composed over steps, converted by Balle et al., arXiv 1905.09982, Thm. 21.",
         "Released: the trained networks and codes. Node-level privacy is NOT covered.",
+        privacy.FLOAT_NOISE_CAVEAT,
+        privacy.NOT_COVERED,
     ]) + "\n"
 
 
@@ -426,7 +454,7 @@ def run(cfg: Config) -> dict:
             pair_balance = cfg.pair_balance != "false"  # auto: on (both public graphs are sparse)
             statement = ("PUBLIC ONLY: method 'public' reads nothing of the private graph; it trains on "
                          f"the '{cfg.public_graph}' graph built from public features alone. It is the reference "
-                         "that a private method must beat.\n")
+                         "that a private method must beat.\n" + privacy.NOT_COVERED + "\n")
         elif cfg.method == "nonprivate":
             targets = TrueGraphTargets(graph)
             # a NOT PRIVATE reference applies the same rule to the true graph (nothing of it is printed)
@@ -437,8 +465,7 @@ def run(cfg: Config) -> dict:
             use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and (sparse or lifted))
             if cfg.pair_balance == "auto":
                 pair_balance = sparse
-            statement = ("NOT PRIVATE: method 'nonprivate' trains on the true private graph with no clipping "
-                         "and no noise. It is a reference, and its outputs must not be released.\n")
+            statement = ("It is a reference, and its outputs must not be released.\n" + privacy.NOT_COVERED + "\n")
         elif cfg.method == "edgerr":
             t = stage("sanitize: edge randomized response")
             rr = privacy.edge_randomized_response(graph, epsilon=cfg.epsilon, source=source)
@@ -461,7 +488,8 @@ def run(cfg: Config) -> dict:
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
             release, synth = sanitize(graph, z, cfg, source, timings)
-            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=graph_kind, method=cfg.method)
+            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=graph_kind, method=cfg.method,
+                                                  not_private=not_private_reasons(cfg))
             timings["sanitize"] = t.done()
             rep = synth.report
             knn_pairs = privacy.public_support(z, k=cfg.knn_k)
@@ -482,6 +510,7 @@ def run(cfg: Config) -> dict:
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
                     rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
                     ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
+        statement = privacy.mark_not_private(statement, not_private_reasons(cfg))
         if pair_balance is None:
             pair_balance = cfg.pair_balance == "true"
         if cfg.method not in ("dpsgd", "public"):
@@ -546,7 +575,7 @@ def run(cfg: Config) -> dict:
         metrics["timings_s"] = timings
         if synthesis:
             metrics["synthesis"] = synthesis
-        metrics["not_private"] = {"outputs": not_private(cfg),
+        metrics["not_private"] = {"outputs": not_private(cfg), "reasons": not_private_reasons(cfg),
                                   "metrics_use_training_labels": cfg.protocol == "standard",
                                   "attack_uses_private_graph": cfg.attack_eval_not_private}
 
@@ -590,7 +619,7 @@ def metrics_markdown(cfg: Config, metrics: dict) -> str:
         return ["| task | mAP@all | tie-aware mAP | P@r<=2 |", "| --- | --- | --- | --- |"] + [
             f"| {task} | {r['map']:.4f} | {r['map_tie_aware']:.4f} | {r['p_r2']:.4f} |" for task, r in reports.items()]
 
-    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits", ""]
+    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits{not_private_tag(cfg)}", ""]
     g = metrics.get("graph_queries")  # present with --graph-file
     linked = "" if not g else (f"linked in --graph-file; evaluated on the {g['evaluated']} of {g['total']} queries "
                                "with at least one linked database item (the others have no relevant item)")
@@ -897,17 +926,23 @@ def write_sweep_tables(out: str) -> None:
     if not cells:
         return
     groups: dict = {}
+    marks: dict = {}  # row -> why its runs are NOT PRIVATE ('' for private rows)
     for c in cells:
         for task, v in c["retrieval"].items():
-            groups.setdefault((cell_label(c), c["epsilon"], c["bits"], task), []).append(v)
+            key = (cell_label(c), c["epsilon"], c["bits"], task)
+            groups.setdefault(key, []).append(v)
+            marks[key] = marks.get(key) or cell_not_private(c)
     rows = sorted(groups, key=lambda k: (k[3], k[2], k[0], k[1]))
-    csv = ["method,epsilon,bits,task,mean_map,std_map,n_seeds"]
-    md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds |", "| --- | --- | --- | --- | --- | --- |"]
+    csv = ["method,epsilon,bits,task,mean_map,std_map,n_seeds,not_private"]
+    md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds | private? |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in rows:
         v = np.array(groups[key])
         std = f"{v.std(ddof=1):.4f}" if len(v) > 1 else ""   # no std from one seed
-        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std},{len(v)}")
-        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {mean_std_text(v)} | {len(v)} |")
+        mark = f"NOT PRIVATE ({marks[key]})" if marks[key] else "yes"
+        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std},{len(v)},"
+                   f"\"{marks[key]}\"")
+        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {mean_std_text(v)} | {len(v)} | {mark} |")
     write_atomic(os.path.join(out, "results.csv"), "\n".join(csv) + "\n")
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
@@ -929,6 +964,16 @@ def write_sweep_tables(out: str) -> None:
                                    xlabel="epsilon", ylabel="mAP@all", xlog=True,
                                    hlines={k: v for k, v in lines.items() if v is not None})
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
+
+
+def cell_not_private(c: dict) -> str:
+    """Short reasons why a sweep cell's run is NOT PRIVATE ('' if it is private), from its record."""
+    np_ = c.get("not_private") or {}
+    reasons = [r.split(":")[0] for r in np_.get("reasons", [])]
+    if not reasons and (np_.get("outputs") or c.get("epsilon") == math.inf and c.get("method") != "public"
+                        or c.get("method") == "nonprivate"):
+        reasons = ["no noise" if c.get("method") != "nonprivate" else "method 'nonprivate'"]
+    return ", ".join(reasons)
 
 
 def mean_std_text(values) -> str:
@@ -1089,6 +1134,7 @@ def ablation_main(argv: list[str]) -> int:
         validate_config(_ablation_config(base, over))
     _claim_output_folder(ac.out, "ablation", ac.extra.split())
     results: dict[str, list[dict]] = {}
+    marks: dict[str, str] = {}  # variant -> 'NOT PRIVATE: ...' or ''
     jobs = [(name, s, lambda s, over=over: _ablation_config(base, over, seed=s, out_dir=os.path.join(ac.out, "runs")))
             for name, over in ABLATIONS.items() for s in seeds]
     if ac.public:
@@ -1104,21 +1150,25 @@ def ablation_main(argv: list[str]) -> int:
             write_atomic(path, json.dumps({t: r["map"] for t, r in m["retrieval"].items()}))
         with open(path) as f:
             results.setdefault(name, []).append(json.load(f))
+        marks[name] = not_private_tag(make(s)).strip(" ()")
     tasks = list(next(iter(results.values()))[0])
     lines = [f"# Ablation ({base.dataset}, graph {graph_kind_of(base)}, epsilon {base.epsilon:g}, {base.bits} bits, "
-             f"seeds {ac.seeds}); mAP@all, mean ± std", "",
-             "| variant | " + " | ".join(tasks) + " |", "| --- |" + " --- |" * len(tasks)]
+             f"seeds {ac.seeds}){not_private_tag(base)}; mAP@all, mean ± std", "",
+             "| variant | " + " | ".join(tasks) + " | private? |", "| --- |" + " --- |" * (len(tasks) + 1)]
     for name, rs in results.items():
         if name.startswith("public-"):
             continue
-        lines.append(f"| {name} | " + " | ".join(mean_std_text([r[t] for r in rs]) for t in tasks) + " |")
+        lines.append(f"| {name} | " + " | ".join(mean_std_text([r[t] for r in rs]) for t in tasks)
+                     + f" | {marks[name] or 'yes'} |")
     public = {n: rs for n, rs in results.items() if n.startswith("public-")}
     if public:  # the best public-only model, per task (no private information at all)
         cells = []
         for t in tasks:
             best = max(public, key=lambda n: float(np.mean([r[t] for r in public[n]])))
             cells.append(f"{mean_std_text([r[t] for r in public[best]])} ({best[len('public-'):]})")
-        lines.append("| public-only reference (best of the four public models) | " + " | ".join(cells) + " |")
+        mark = next((marks[n] for n in public if marks[n]), "") or "yes"
+        lines.append("| public-only reference (best of the four public models) | " + " | ".join(cells)
+                     + f" | {mark} |")
     text = "\n".join(lines) + "\n"
     write_atomic(os.path.join(ac.out, "ablation.md"), text)
     print(text)
