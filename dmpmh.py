@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -101,8 +102,63 @@ class Config:
     timings_not_private: bool = False
 
 
+def _check_number(name: str, value, *, kind=float, low=None, low_open: bool = False, high=None,
+                  allow_inf: bool = False, hint: str = "") -> None:
+    """One numeric option: its type, finiteness and range, or a ValueError naming the option and value."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{flag} {value!r} must be a number")
+    if kind is int and not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{flag} {value!r} must be an integer")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{flag} {value} must be a finite number{hint}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{flag} {value} must be {'>' if low_open else '>='} {low:g}{hint}")
+    if high is not None and v > high:
+        raise ValueError(f"{flag} {value} must be <= {high:g}{hint}")
+
+
 def validate_config(cfg: Config) -> None:
-    """Reject settings that are wrong or would void the guarantee, naming the value."""
+    """Reject settings that are wrong or would void the guarantee, naming the value.
+
+    One pass over every option, before any data is read: types, finiteness, signs and ranges."""
+    num = _check_number
+    if isinstance(cfg.epsilon, float) and math.isnan(cfg.epsilon):
+        raise ValueError("--epsilon nan must be > 0 (use 'inf' for the noise-free reference)")
+    num("delta", cfg.delta, low=0, low_open=True, high=1)
+    num("synthetic_items", cfg.synthetic_items, kind=int, low=50)
+    for k in ("n_query", "n_train"):
+        if getattr(cfg, k) is not None:
+            num(k, getattr(cfg, k), kind=int, low=1, hint=" (omit the option for the default size)")
+    for k in ("max_degree", "knn_k", "proj_dim", "support_k", "epochs", "hidden", "dpsgd_steps",
+              "dpsgd_batch_pairs"):
+        num(k, getattr(cfg, k), kind=int, low=1)
+    num("batch_size", cfg.batch_size, kind=int, low=2)
+    num("nmd_iters", cfg.nmd_iters, kind=int, low=0)
+    for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
+              "w_first_order", "w_triangle", "w_alignment", "w_quantization", "w_balance"):
+        num(k, getattr(cfg, k), low=0)
+    if cfg.method in ("dmpmh", "naive") and not (cfg.share_degrees + cfg.share_triangles + cfg.share_edges
+                                                 + cfg.share_bilinear > 0):
+        raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
+                         "are all 0; give at least one statistic a positive share")
+    for k in ("lr", "dpsgd_lr", "dpsgd_clip"):
+        num(k, getattr(cfg, k), low=0, low_open=True)
+    num("seed", cfg.seed, kind=int, low=0)
+    if cfg.insecure_seed is not None:
+        num("insecure_seed", cfg.insecure_seed, kind=int, low=0)
+    if cfg.fit_rank is not None:
+        num("fit_rank", cfg.fit_rank, kind=int, low=0, high=cfg.proj_dim,
+            hint=" (0: ignore the bilinear release; at most --proj-dim)")
+    num("attack_pairs", cfg.attack_pairs, kind=int, low=100,
+        hint=" (a balanced sample of edges and non-edges; fewer pairs give a meaningless AUC)")
+    if cfg.protocol not in ("inductive", "standard"):
+        raise ValueError(f"--protocol {cfg.protocol!r}: choose inductive or standard")
+    if cfg.device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device {cfg.device!r}: choose auto, cpu or cuda")
+    if not cfg.out_dir:
+        raise ValueError("--out-dir is empty; give the folder for run directories")
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     if not (cfg.epsilon > 0):
@@ -141,8 +197,36 @@ def validate_config(cfg: Config) -> None:
             raise ValueError(f"--graph {cfg.graph} builds the private graph from labels, but --graph-file gives "
                              "your own graph: use one of the two")
         data.check_graph_path(cfg.graph_file)  # exists, is a file, .npz/.csv/.txt; the content is read at load
-    elif cfg.dataset.endswith(".npz") and os.path.isfile(cfg.dataset):
-        data.require_labels(cfg.dataset)  # an .npz without 'labels' needs --graph-file
+    if cfg.dataset.endswith(".npz"):
+        if not os.path.exists(cfg.dataset):
+            raise data.DataError(f"{cfg.dataset}: no such file; expected {data.NPZ_DATASET_FORMAT}, or run "
+                                 "--dataset synthetic")
+        if cfg.graph_file is None:
+            data.require_labels(cfg.dataset)  # readable, and holds 'labels' (without them: --graph-file)
+        else:
+            data.open_npz(cfg.dataset).close()  # readable; its arrays are checked at load
+    check_out_dir(cfg.out_dir)
+
+
+def check_out_dir(path: str) -> None:
+    """--out-dir is (or can become) a writable folder; nothing is created here."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == os.path.abspath(path) else f"cannot be created: {probe} is a file"
+        raise OutputError(f"{path}: {what}; expected a folder for the run directories (--out-dir)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == os.path.abspath(path) else f" (in {probe})"
+        raise OutputError(f"{path}: permission denied{where}; expected a writable folder for the run "
+                          "directories (--out-dir)")
+
+
+class OutputError(ValueError):
+    """An output folder or file cannot be created or written (reported as one line, exit 2)."""
 
 
 def _bool(s: str) -> bool:
@@ -184,10 +268,16 @@ def parse_config(argv: list[str]) -> Config:
 # ---------------------------------------------------------------------------
 
 def write_atomic(path: str, content, mode: str = "w") -> None:
+    """Write to path.tmp, then rename; a failed write removes path.tmp and raises OSError naming path."""
     tmp = path + ".tmp"
-    with open(tmp, mode) as f:
-        f.write(content)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(e.errno, e.strerror or str(e), path) from None
 
 
 def not_private(cfg: Config) -> bool:
@@ -221,12 +311,65 @@ def not_private_tag(cfg: Config) -> str:
     return f" (NOT PRIVATE: {', '.join(short)})" if short else ""
 
 
+OWNER_FILE = "owner.pid"  # in each .partial folder: "<pid> <host>" of the run that builds it
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_partials(out_dir: str) -> None:
+    """Remove the .partial folders of killed runs, and only those: a folder is removed when its owner.pid
+    names a process on this host that no longer exists. A folder whose owner cannot be told (no
+    owner.pid, another host) is left alone and named in one line; a live run's folder is left alone."""
+    try:
+        names = sorted(n for n in os.listdir(out_dir) if n.startswith(".") and n.endswith(".partial"))
+    except OSError:
+        return
+    host = socket.gethostname()
+    unknown = []
+    for name in names:
+        path = os.path.join(out_dir, name)
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                pid_text, _, owner_host = f.read().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            unknown.append(name)
+            continue
+        if owner_host != host:
+            unknown.append(name)
+        elif pid != os.getpid() and not _owner_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                print(f"removed {path}: an unfinished run folder left by a killed run (pid {pid} is gone)",
+                      file=sys.stderr)
+    if unknown:
+        print(f"note: {out_dir} holds unfinished run folders whose owner cannot be checked (no live-process "
+              f"record): {', '.join(unknown)}; delete them if no run is writing there", file=sys.stderr)
+
+
 class RunDir:
+    """A run folder, built as out_dir/.<name>.partial (with owner.pid) and renamed into place at the end."""
+
     def __init__(self, cfg: Config):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
         tag = "-NOT-PRIVATE" if not_private_reasons(cfg) else ""
-        os.makedirs(cfg.out_dir, exist_ok=True)
+        try:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{cfg.out_dir}: cannot be created ({e.strerror or e}); expected a writable "
+                              "folder for the run directories (--out-dir)") from None
+        if not os.path.isdir(cfg.out_dir):
+            raise OutputError(f"{cfg.out_dir}: is a file; expected a folder for the run directories (--out-dir)")
+        clean_stale_partials(cfg.out_dir)
         k = 1
         while True:  # a run in the same second (finished or still going) takes the next free name
             name = f"{stamp}-{ds}-{cfg.method}{'' if k == 1 else f'-{k}'}{tag}"
@@ -238,12 +381,21 @@ class RunDir:
                     break
                 except FileExistsError:
                     pass
+                except OSError as e:
+                    raise OutputError(f"{self.path}: cannot be created ({e.strerror or e}); expected a writable "
+                                      "folder for the run directories (--out-dir)") from None
             k += 1
+        try:
+            write_atomic(self.file(OWNER_FILE), f"{os.getpid()} {socket.gethostname()}\n")
+        except BaseException:
+            self.abort()
+            raise
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def commit(self) -> str:
+        os.remove(self.file(OWNER_FILE))
         os.replace(self.path, self.final)
         return self.final
 
@@ -579,22 +731,27 @@ def run(cfg: Config) -> dict:
                                   "metrics_use_training_labels": cfg.protocol == "standard",
                                   "attack_uses_private_graph": cfg.attack_eval_not_private}
 
-        # ----- write everything, then rename the directory into place
-        write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-        write_atomic(rundir.file("privacy.txt"), statement)
-        saved = {k: v for k, v in metrics.items() if k != "timings_s" or cfg.timings_not_private}
-        write_atomic(rundir.file("metrics.json"), json.dumps(saved, indent=2))
-        write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
-        np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
-                 **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
-                 query_index=split.query, database_index=split.database, bits=cfg.bits)
-        import torch
-        torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
-                    "scalers": {v: (s.mode, s.mean, s.std) for v, s in scalers.items()}}, rundir.file("model.pt"))
-        plot_curves(rundir, metrics)
+        # ----- print the statement and metrics, write the small files first and model.pt last, then
+        # rename the directory into place (a failed write removes the whole unfinished folder)
         print()
         print(statement)
         print(metrics_markdown(cfg, metrics))
+        write_atomic(rundir.file("privacy.txt"), statement)
+        write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        saved = {k: v for k, v in metrics.items() if k != "timings_s" or cfg.timings_not_private}
+        write_atomic(rundir.file("metrics.json"), json.dumps(saved, indent=2))
+        write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
+        plot_curves(rundir, metrics)
+        np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
+                 **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
+                 query_index=split.query, database_index=split.database, bits=cfg.bits)
+        import io
+        import torch
+        buf = io.BytesIO()  # serialized in memory, then written by Python: a full disk is an OSError naming the file
+        torch.save({"state_dict": model.state_dict(), "bits": cfg.bits, "views": list(ds.views),
+                    "scalers": {v: (s.mode, s.mean, s.std) for v, s in scalers.items()}}, buf)
+        write_atomic(rundir.file("model.pt"), buf.getvalue(), "wb")
+        del buf
         final = rundir.commit()
         print(f"run directory: {final}")
         metrics["run_dir"] = final
@@ -1344,11 +1501,30 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(argv)
         run(cfg)
         return 0
+    except KeyboardInterrupt:
+        if os.environ.get("DMPMH_TRACEBACK"):
+            raise
+        print("interrupted (Ctrl-C): stopped; the unfinished run folder was removed and nothing was saved",
+              file=sys.stderr)
+        return 130
     except (ValueError, data.DataError, MemoryError) as e:
         if os.environ.get("DMPMH_TRACEBACK"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split("\n")[:1]) + _more_lines(e), file=sys.stderr)
         return 2
+    except OSError as e:  # a failed write (disk full, permission denied): the unfinished folder is gone
+        if os.environ.get("DMPMH_TRACEBACK"):
+            raise
+        where = e.filename or "output"
+        print(f"error: {where}: {e.strerror or e}; nothing was saved (the unfinished run folder was removed)",
+              file=sys.stderr)
+        return 2
+
+
+def _more_lines(e: BaseException) -> str:
+    """The lines after the first of a multi-line message, indented (they never start with 'error:')."""
+    rest = str(e).split("\n")[1:]
+    return "".join("\n" + (line if line.startswith(" ") else "  " + line) for line in rest)
 
 
 if __name__ == "__main__":
