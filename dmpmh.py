@@ -123,42 +123,6 @@ def validate_config(cfg: Config) -> None:
     """Reject settings that are wrong or would void the guarantee, naming the value.
 
     One pass over every option, before any data is read: types, finiteness, signs and ranges."""
-    num = _check_number
-    if isinstance(cfg.epsilon, float) and math.isnan(cfg.epsilon):
-        raise ValueError("--epsilon nan must be > 0 (use 'inf' for the noise-free reference)")
-    num("delta", cfg.delta, low=0, low_open=True, high=1)
-    num("synthetic_items", cfg.synthetic_items, kind=int, low=50)
-    for k in ("n_query", "n_train"):
-        if getattr(cfg, k) is not None:
-            num(k, getattr(cfg, k), kind=int, low=1, hint=" (omit the option for the default size)")
-    for k in ("max_degree", "knn_k", "proj_dim", "support_k", "epochs", "hidden", "dpsgd_steps",
-              "dpsgd_batch_pairs"):
-        num(k, getattr(cfg, k), kind=int, low=1)
-    num("batch_size", cfg.batch_size, kind=int, low=2)
-    num("nmd_iters", cfg.nmd_iters, kind=int, low=0)
-    for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
-              "w_first_order", "w_triangle", "w_alignment", "w_quantization", "w_balance"):
-        num(k, getattr(cfg, k), low=0)
-    if cfg.method in ("dmpmh", "naive") and not (cfg.share_degrees + cfg.share_triangles + cfg.share_edges
-                                                 + cfg.share_bilinear > 0):
-        raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
-                         "are all 0; give at least one statistic a positive share")
-    for k in ("lr", "dpsgd_lr", "dpsgd_clip"):
-        num(k, getattr(cfg, k), low=0, low_open=True)
-    num("seed", cfg.seed, kind=int, low=0)
-    if cfg.insecure_seed is not None:
-        num("insecure_seed", cfg.insecure_seed, kind=int, low=0)
-    if cfg.fit_rank is not None:
-        num("fit_rank", cfg.fit_rank, kind=int, low=0, high=cfg.proj_dim,
-            hint=" (0: ignore the bilinear release; at most --proj-dim)")
-    num("attack_pairs", cfg.attack_pairs, kind=int, low=100,
-        hint=" (a balanced sample of edges and non-edges; fewer pairs give a meaningless AUC)")
-    if cfg.protocol not in ("inductive", "standard"):
-        raise ValueError(f"--protocol {cfg.protocol!r}: choose inductive or standard")
-    if cfg.device not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"--device {cfg.device!r}: choose auto, cpu or cuda")
-    if not cfg.out_dir:
-        raise ValueError("--out-dir is empty; give the folder for run directories")
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     if not (cfg.epsilon > 0):
@@ -192,11 +156,48 @@ def validate_config(cfg: Config) -> None:
         raise ValueError(f"feature_norm={cfg.feature_norm!r}: choose standardize, l2 or none")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.proj_dim < 1 or cfg.support_k < 1:
         raise ValueError("epochs, proj_dim and support_k must be >= 1 and batch_size >= 2")
+    num = _check_number
+    num("delta", cfg.delta, low=0, low_open=True, high=1)
+    num("synthetic_items", cfg.synthetic_items, kind=int, low=50)
+    for k in ("n_query", "n_train"):
+        if getattr(cfg, k) is not None:
+            num(k, getattr(cfg, k), kind=int, low=1, hint=" (omit the option for the default size)")
+    for k in ("max_degree", "knn_k", "proj_dim", "support_k", "epochs", "hidden", "dpsgd_steps",
+              "dpsgd_batch_pairs"):
+        num(k, getattr(cfg, k), kind=int, low=1)
+    num("batch_size", cfg.batch_size, kind=int, low=2)
+    num("nmd_iters", cfg.nmd_iters, kind=int, low=0)
+    for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
+              "w_first_order", "w_triangle", "w_alignment", "w_quantization", "w_balance"):
+        num(k, getattr(cfg, k), low=0)
+    if cfg.method in ("dmpmh", "naive") and not (cfg.share_degrees + cfg.share_triangles + cfg.share_edges
+                                                 + cfg.share_bilinear > 0):
+        raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
+                         "are all 0; give at least one statistic a positive share")
+    for k in ("lr", "dpsgd_lr", "dpsgd_clip"):
+        num(k, getattr(cfg, k), low=0, low_open=True)
+    num("seed", cfg.seed, kind=int, low=0)
+    if cfg.insecure_seed is not None:
+        num("insecure_seed", cfg.insecure_seed, kind=int, low=0)
+    if cfg.fit_rank is not None:
+        num("fit_rank", cfg.fit_rank, kind=int, low=0, high=cfg.proj_dim,
+            hint=" (0: ignore the bilinear release; at most --proj-dim)")
+    num("attack_pairs", cfg.attack_pairs, kind=int, low=100,
+        hint=" (a balanced sample of edges and non-edges; fewer pairs give a meaningless AUC)")
+    if cfg.protocol not in ("inductive", "standard"):
+        raise ValueError(f"--protocol {cfg.protocol!r}: choose inductive or standard")
+    if cfg.device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device {cfg.device!r}: choose auto, cpu or cuda")
+    if not cfg.out_dir:
+        raise ValueError("--out-dir is empty; give the folder for run directories")
     if cfg.graph_file is not None:
         if cfg.graph != "label":
             raise ValueError(f"--graph {cfg.graph} builds the private graph from labels, but --graph-file gives "
                              "your own graph: use one of the two")
         data.check_graph_path(cfg.graph_file)  # exists, is a file, .npz/.csv/.txt; the content is read at load
+    if not cfg.dataset.endswith(".npz") and cfg.dataset != "synthetic" and cfg.dataset not in data.KNOWN:
+        raise data.DataError(f"unknown dataset '{cfg.dataset}'; choose synthetic, mirflickr, nuswide or a path to "
+                             "an .npz")
     if cfg.dataset.endswith(".npz"):
         if not os.path.exists(cfg.dataset):
             raise data.DataError(f"{cfg.dataset}: no such file; expected {data.NPZ_DATASET_FORMAT}, or run "
