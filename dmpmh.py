@@ -814,6 +814,7 @@ class AuditConfig:
     n_nodes: int = 200            # size of the worst-case audit graph (hubness grows with it)
     trials: int = 5000            # runs with and without the canary, each
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
+    understate: float = 4.0       # with --broken understate: the factor by which sigma is too small
     alpha: float = 0.05           # one-sided Clopper-Pearson confidence, split over FPR and FNR
     seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)
 
@@ -848,6 +849,8 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
         raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
     if acfg.trials < 100:
         raise ValueError(f"trials={acfg.trials} must be >= 100")
+    if not (math.isfinite(acfg.understate) and acfg.understate >= 1):
+        raise ValueError(f"understate={acfg.understate} must be a finite factor >= 1")
     n = acfg.n_nodes
     rng = np.random.default_rng(acfg.seed)
     z = rng.normal(size=(n, 8))
@@ -861,8 +864,9 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     graphs = [data.PrivateGraph(n=n, kind="audit", _adj=a) for a in (adj0, adj1)]
     shares = {"degrees": 0.1, "triangles": 0.1, "edges": 0.05, "bilinear": 0.75}
     eps_run = acfg.epsilon
-    if acfg.broken == "understate":  # sigmas 4x too small = calibrated for mu 4x larger
-        eps_run = privacy.gdp_epsilon(mu=4 * privacy.gdp_mu(epsilon=acfg.epsilon, delta=acfg.delta), delta=acfg.delta)
+    if acfg.broken == "understate":  # sigmas k times too small = calibrated for mu k times larger
+        eps_run = privacy.gdp_epsilon(mu=acfg.understate * privacy.gdp_mu(epsilon=acfg.epsilon, delta=acfg.delta),
+                                      delta=acfg.delta)
     source = privacy.NoiseSource(insecure_seed=acfg.seed + 1, quiet=True)
     ctx = _ClippingDisabled() if acfg.broken == "noclip" else contextlib.nullcontext()
 
@@ -871,6 +875,11 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
                             shares=shares, source=source)
         return r
 
+    # the canary's separation, in sigma units, for the REAL mechanism at the claim: the power analysis' baseline
+    real = [release(g, math.inf) for g in graphs]
+    claimed = release(graphs[0], acfg.epsilon)
+    claimed_sep = math.sqrt(sum(float(np.sum((real[1][k].noisy - real[0][k].noisy) ** 2)) / claimed[k].sigma ** 2
+                                for k in real[0].measurements))
     with ctx:
         exact = [release(g, math.inf) for g in graphs]
         names = list(exact[0].measurements)
@@ -890,7 +899,7 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     s0, s1 = np.array(stats[0]), np.array(stats[1])
     h = acfg.trials // 2
     best, tau = -1.0, 0.0
-    for cand in np.quantile(np.concatenate([s0[:h], s1[:h]]), np.linspace(0.01, 0.99, 99)):
+    for cand in np.quantile(np.concatenate([s0[:h], s1[:h]]), audit_levels(h)):
         fp, fn = int((s0[:h] > cand).sum()), int((s1[:h] <= cand).sum())
         e = evaluate.empirical_epsilon_lower_bound(fp, fn, h, h, delta=acfg.delta, alpha=acfg.alpha)
         if e > best:
@@ -902,7 +911,61 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
             "threshold": tau, "fp": fp, "fn": fn, "n_eval": m, "epsilon_lower_bound": eps_lb,
             "canary_distance_in_sigmas": float(math.sqrt(sum(float(np.sum(diff[k] ** 2)) / sig[k] ** 2
                                                              for k in names))),
-            "passes": eps_lb <= acfg.epsilon}
+            "passes": eps_lb <= acfg.epsilon,
+            "detectable_understatement": detectable_understatement(
+                separation=claimed_sep, epsilon=acfg.epsilon, delta=acfg.delta, trials=acfg.trials, alpha=acfg.alpha)}
+
+
+def audit_levels(h: int) -> np.ndarray:
+    """Quantile levels of the pooled statistics that the audit tries as thresholds: 1%, ..., 99%, and
+    further into both tails down to about 10 of the 2h pooled runs (the tails are where a small
+    understatement shows, once there are enough trials)."""
+    mid = np.linspace(0.01, 0.99, 99)
+    lo = 10.0 / (2 * h)
+    if lo >= 0.01:
+        return mid
+    tail = np.geomspace(lo, 0.01, int(np.ceil(4 * np.log10(0.01 / lo))) + 1)[:-1]
+    return np.concatenate([tail, mid, 1.0 - tail[::-1]])
+
+
+def _expected_epsilon_lb(separation: float, *, delta: float, n_eval: int, alpha: float) -> float:
+    """The audit's epsilon lower bound at the EXPECTED held-out error counts of the best threshold, when the
+    likelihood-ratio statistic is N(0, 1) without the canary and N(separation, 1) with it. The thresholds
+    are those run_audit tries (audit_levels) on a first half of the same size."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+    best = 0.0
+    pooled = lambda t, q: 0.5 * (norm.cdf(t) + norm.cdf(t - separation)) - q  # noqa: E731
+    for q in audit_levels(n_eval):
+        t = brentq(pooled, -12.0, separation + 12.0, args=(q,))
+        fp, fn = int(round(n_eval * norm.sf(t))), int(round(n_eval * norm.cdf(t - separation)))
+        best = max(best, evaluate.empirical_epsilon_lower_bound(fp, fn, n_eval, n_eval, delta=delta, alpha=alpha))
+    return best
+
+
+def detectable_understatement(*, separation: float, epsilon: float, delta: float, trials: int,
+                              alpha: float = 0.05) -> float:
+    """Power of the audit: the smallest factor k by which every sigma may be understated (the true canary
+    separation is k * separation sigma-units) that the audit flags at its trial count, i.e. whose lower bound
+    at the expected error counts exceeds the claimed epsilon. A median, not a guarantee: near this factor
+    about half the runs flag it (the held-out counts are random); larger understatements are caught more
+    surely. Bisection on k in [1, 64]; inf if even 64 passes."""
+    n_eval = trials - trials // 2
+
+    def caught(k: float) -> bool:
+        return _expected_epsilon_lb(k * separation, delta=delta, n_eval=n_eval, alpha=alpha) > epsilon
+
+    lo, hi = 1.0, 64.0
+    if not caught(hi):
+        return math.inf
+    if caught(lo):
+        return 1.0
+    for _ in range(30):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if caught(mid) else (mid, hi)
+        if hi / lo < 1.001:
+            break
+    return hi
 
 
 def audit_main(argv: list[str]) -> int:
@@ -916,6 +979,10 @@ def audit_main(argv: list[str]) -> int:
     print(f"  held-out: FP {r['fp']}/{r['n_eval']}, FN {r['fn']}/{r['n_eval']}")
     print(f"  empirical epsilon lower bound (95%, Clopper-Pearson): {r['epsilon_lower_bound']:.3f}  "
           f"vs claimed {acfg.epsilon:g}\n  {verdict}")
+    print(f"  power: at {acfg.trials} trials per side this audit detects a sigma understated by "
+          f"{r['detectable_understatement']:.2f}x or more in a typical run (at the expected error counts; "
+          "near that factor about half the runs flag it); a smaller understatement passes unnoticed. "
+          "More --trials lower this threshold.")
     return 0 if r["passes"] or acfg.broken != "none" else 1
 
 
