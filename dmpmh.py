@@ -831,6 +831,22 @@ class _ClippingDisabled:
         privacy.stable_clip = self._orig
 
 
+def validate_audit(acfg: AuditConfig) -> None:
+    """Every audit option checked before anything runs."""
+    if acfg.broken not in ("none", "understate", "noclip"):
+        raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
+    if acfg.trials < 100:
+        raise ValueError(f"trials={acfg.trials} must be >= 100")
+    if not (math.isfinite(acfg.understate) and acfg.understate >= 1):
+        raise ValueError(f"understate={acfg.understate} must be a finite factor >= 1")
+    _check_number("epsilon", acfg.epsilon, low=0, low_open=True)
+    _check_number("delta", acfg.delta, low=0, low_open=True, high=1)
+    _check_number("alpha", acfg.alpha, low=0, low_open=True, high=0.5)
+    _check_number("max_degree", acfg.max_degree, kind=int, low=1)
+    _check_number("n_nodes", acfg.n_nodes, kind=int, low=4, hint=" (two hubs and their neighbours)")
+    _check_number("seed", acfg.seed, kind=int, low=0)
+
+
 def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     """Canary-edge audit of privacy.measure (the sanitizer's release).
 
@@ -845,12 +861,7 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     (Kairouz, Oh & Viswanath, arXiv 1311.0776; Jagielski, Ullman & Oprea, arXiv 2006.07709).
     A correct mechanism must give eps_lb <= claimed epsilon, up to the alpha error.
     """
-    if acfg.broken not in ("none", "understate", "noclip"):
-        raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
-    if acfg.trials < 100:
-        raise ValueError(f"trials={acfg.trials} must be >= 100")
-    if not (math.isfinite(acfg.understate) and acfg.understate >= 1):
-        raise ValueError(f"understate={acfg.understate} must be a finite factor >= 1")
+    validate_audit(acfg)
     n = acfg.n_nodes
     rng = np.random.default_rng(acfg.seed)
     z = rng.normal(size=(n, 8))
@@ -970,6 +981,7 @@ def detectable_understatement(*, separation: float, epsilon: float, delta: float
 
 def audit_main(argv: list[str]) -> int:
     acfg = _parse_dataclass(AuditConfig, argv, "dmpmh.py audit")
+    validate_audit(acfg)
     print(f"audit: claimed epsilon={acfg.epsilon:g}, delta={acfg.delta:g}, D={acfg.max_degree}, "
           f"N={acfg.n_nodes}, trials={acfg.trials} per side, mechanism={acfg.broken}", flush=True)
     r = run_audit(acfg)
@@ -1506,6 +1518,11 @@ def bench_main(argv: list[str]) -> int:
              else [bc.n_train])
     if bc.repeats < 1:
         raise ValueError(f"bench --repeats {bc.repeats} must be >= 1")
+    _check_number("epsilon", bc.epsilon, low=0, low_open=True)
+    _check_number("delta", bc.delta, low=0, low_open=True, high=1)
+    for k in ("n_train", "max_degree", "proj_dim", "support_k"):
+        _check_number(k, getattr(bc, k), kind=int, low=1)
+    _check_number("seed", bc.seed, kind=int, low=0)
     where = f"run options '{bc.extra}'" if bc.what == "pipeline" else bc.source
     print(f"bench: {bc.what} on {where}; {os.cpu_count()} CPUs; medians over {bc.repeats} repeats", flush=True)
     if bc.what == "map":

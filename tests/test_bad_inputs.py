@@ -295,3 +295,17 @@ def test_private_run_claims_and_is_not_tagged(tmp_path):
     text = open(os.path.join(m["run_dir"], "privacy.txt")).read()
     assert text.startswith("This run satisfies (1, 1e-06)-differential privacy") and "NOT-PRIVATE" not in m["run_dir"]
     assert "NOT PRIVATE" not in open(os.path.join(m["run_dir"], "metrics.md")).readline()
+
+
+@pytest.mark.parametrize("argv", [
+    ["audit", "--epsilon", "nan"], ["audit", "--n-nodes", "2"], ["audit", "--alpha", "0"], ["audit", "--seed", "-1"],
+    ["audit", "--understate", "0.5"], ["bench", "--epsilon", "nan"], ["bench", "--max-degree", "0"],
+    ["sweep", "--extra", "--lr nan"], ["ablation", "--extra", "--hidden 0"],
+])
+def test_subcommands_refuse_bad_numbers_in_one_line(tmp_path, capsys, argv):
+    out = tmp_path / "o"
+    extra = ["--out", str(out)] if argv[0] in ("sweep", "ablation") else []
+    assert dmpmh.main(argv + extra) == 2
+    captured = capsys.readouterr()
+    assert len([line for line in captured.err.splitlines() if "error:" in line]) == 1
+    assert captured.out == "" and not out.exists()
