@@ -815,6 +815,7 @@ class AuditConfig:
     trials: int = 5000            # runs with and without the canary, each
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
     understate: float = 4.0       # with --broken understate: the factor by which sigma is too small
+    noise: str = "gaussian"       # gaussian | discrete (the exact discrete Gaussian on the integer statistics)
     alpha: float = 0.05           # one-sided Clopper-Pearson confidence, split over FPR and FNR
     seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)
 
@@ -835,6 +836,8 @@ def validate_audit(acfg: AuditConfig) -> None:
     """Every audit option checked before anything runs."""
     if acfg.broken not in ("none", "understate", "noclip"):
         raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
+    if acfg.noise not in ("gaussian", "discrete"):
+        raise ValueError(f"noise={acfg.noise!r}: choose gaussian or discrete")
     if acfg.trials < 100:
         raise ValueError(f"trials={acfg.trials} must be >= 100")
     if not (math.isfinite(acfg.understate) and acfg.understate >= 1):
@@ -883,7 +886,7 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
 
     def release(g, eps):
         r = privacy.measure(g, z, epsilon=eps, delta=acfg.delta, max_degree=acfg.max_degree,
-                            shares=shares, source=source)
+                            shares=shares, source=source, noise=acfg.noise)
         return r
 
     # the canary's separation, in sigma units, for the REAL mechanism at the claim: the power analysis' baseline

@@ -75,3 +75,12 @@ def test_audit_states_its_power_and_the_power_is_real(capsys):
     assert dmpmh.main(["audit", "--trials", "200", "--n-nodes", "30"]) == 0
     assert "power: at 200 trials per side this audit detects a sigma understated by" in capsys.readouterr().out
     assert dmpmh.main(["audit", "--understate", "0.5"]) == 2
+
+
+def test_audit_covers_the_discrete_sampler():
+    """--noise discrete: the real mechanism stays within its claim, a 6x understated sigma is caught."""
+    ok = dmpmh.run_audit(dmpmh.AuditConfig(trials=600, n_nodes=30, noise="discrete", seed=1), verbose=False)
+    assert ok["epsilon_lower_bound"] <= ok["claimed_epsilon"], ok
+    bad = dmpmh.run_audit(dmpmh.AuditConfig(trials=600, n_nodes=30, noise="discrete", broken="understate",
+                                            understate=6.0, seed=2), verbose=False)
+    assert bad["epsilon_lower_bound"] > bad["claimed_epsilon"], bad
