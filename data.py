@@ -319,6 +319,17 @@ def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
         raise DataError(msg if msg.startswith(folder) else f"{folder}/{prefix}-*all.mat: {msg}") from None
 
 
+def _loadtxt(path: str, dtype, ndmin: int, expected: str) -> np.ndarray:
+    """np.loadtxt with a read failure as one DataError naming the file."""
+    try:
+        return np.loadtxt(path, dtype=dtype, ndmin=ndmin)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file cannot be read); expected {expected}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        f"expected {expected}") from None
+
+
 def load_nuswide_official(folder: str) -> Dataset:
     """NUS-WIDE's official layout, reduced to TC-10 (the 10 most frequent concepts).
 
@@ -331,8 +342,8 @@ def load_nuswide_official(folder: str) -> Dataset:
     lab_files = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
     if not tags or not lab_files:
         raise FileNotFoundError
-    text = np.loadtxt(tags[0], dtype=np.float32, ndmin=2)
-    cols = [np.loadtxt(f, dtype=np.uint8, ndmin=1) for f in lab_files]
+    text = _loadtxt(tags[0], np.float32, 2, "whitespace-separated 0/1 tag counts, one row per item")
+    cols = [_loadtxt(f, np.uint8, 1, "one 0/1 per line, one line per item") for f in lab_files]
     if any(len(c) != len(text) for c in cols):
         raise DataError(f"NUS-WIDE label files in {folder} disagree with AllTags1k.txt on the item count")
     labels = np.stack(cols, 1)
@@ -343,7 +354,7 @@ def load_nuswide_official(folder: str) -> Dataset:
     feat = sorted(glob.glob(os.path.join(folder, "**", "Normalized_*.dat"), recursive=True)
                   + glob.glob(os.path.join(folder, "**", "BoW_int.dat"), recursive=True))
     if feat:
-        image = np.loadtxt(feat[0], dtype=np.float32, ndmin=2)
+        image = _loadtxt(feat[0], np.float32, 2, "whitespace-separated numbers, one row per item")
         if len(image) != len(text):
             raise DataError(f"{feat[0]} has {len(image)} rows but AllTags1k.txt has {len(text)}")
         image = image[keep]
@@ -722,6 +733,11 @@ def check_graph_path(path: str) -> str:
 
 def _read_edges_npz(path: str, where: str) -> np.ndarray:
     import zipfile
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise DataError(f"{where}: permission denied (the file cannot be read); expected {GRAPH_FILE_FORMAT}") from None
     try:
         d = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):

@@ -116,6 +116,10 @@ CASES = [
     ("data-dir-corrupt-mat", lambda t: ["--dataset", "mirflickr", "--data-dir",
                                         ((t / "mf").mkdir(), _write(t, "mf/mirflickr25k-lall.mat", b"MATLAB junk"),
                                          str(t / "mf"))[2]]),
+    ("data-dir-nuswide-bad-text", lambda t: ["--dataset", "nuswide", "--data-dir",
+                                             ((t / "nw").mkdir(), _write(t, "nw/AllTags1k.txt", b"0 1\n1 0\n"),
+                                              _write(t, "nw/Labels_sky.txt", b"yes\nno\n"), str(t / "nw"))[3]]),
+    ("unknown-dataset-name", lambda t: ["--dataset", "cifar"]),
 ]
 
 OUT_CASES = [  # --out-dir itself is bad: it is given instead of the default
@@ -185,6 +189,26 @@ def test_npz_permission_denied_is_one_line(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: permission denied") and err.count("\n") == 1
     assert os.listdir(out) == []
+
+
+def test_graph_file_permission_denied_is_one_line(tmp_path, monkeypatch, capsys):
+    good = _good(tmp_path)
+    g = tmp_path / "g.npz"
+    np.savez(g, edges=np.array([[0, 1], [2, 3]]))
+    real_open = open
+
+    def deny(p, *a, **k):
+        if str(p) == str(g):
+            raise PermissionError(errno.EACCES, "Permission denied", str(p))
+        return real_open(p, *a, **k)
+
+    monkeypatch.setattr("builtins.open", deny)
+    out = tmp_path / "runs"
+    out.mkdir()
+    assert dmpmh.main(TINY + ["--dataset", good, "--graph-file", str(g), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1 and "Traceback" not in err
+    assert str(g) in err and "permission denied" in err and os.listdir(out) == []
 
 
 # ---------------------------------------------------------------------------
