@@ -170,6 +170,9 @@ def validate_config(cfg: Config) -> None:
     for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
               "w_first_order", "w_triangle", "w_alignment", "w_quantization", "w_balance"):
         num(k, getattr(cfg, k), low=0)
+    if cfg.epsilon == math.inf and cfg.method in ("edgerr", "dpsgd"):
+        raise ValueError(f"epsilon=inf is not defined for --method {cfg.method}; the noise-free references are "
+                         "--method nonprivate and --method dmpmh (or naive) --epsilon inf")
     if cfg.method in ("dmpmh", "naive") and not (cfg.share_degrees + cfg.share_triangles + cfg.share_edges
                                                  + cfg.share_bilinear > 0):
         raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
@@ -1280,6 +1283,10 @@ def sweep_summary(cells: list[dict]) -> str:
              "(reference - chance). vs public = DMP-MH minus public, and divided by the std of the per-seed",
              "differences (paired). margin = DMP-MH minus the best private baseline at that epsilon over the seeds",
              "both ran, and divided by the larger of the two stds and by the paired std.", ""]
+    unsafe = sorted({cell_not_private(c) for c in cells if 0 < c["epsilon"] < math.inf and cell_not_private(c)})
+    if unsafe:  # rows at a finite epsilon whose runs are nevertheless not private (e.g. --insecure-seed)
+        lines += [f"**NOT PRIVATE**: the private-method rows below come from runs that are not private "
+                  f"({'; '.join(unsafe)}); their epsilon is what the noise was calibrated for, not a guarantee.", ""]
 
     def paired(a: dict, b: dict) -> tuple[str, str]:
         shared = sorted(set(a) & set(b))  # compare the same splits only

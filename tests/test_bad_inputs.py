@@ -120,6 +120,8 @@ CASES = [
                                              ((t / "nw").mkdir(), _write(t, "nw/AllTags1k.txt", b"0 1\n1 0\n"),
                                               _write(t, "nw/Labels_sky.txt", b"yes\nno\n"), str(t / "nw"))[3]]),
     ("unknown-dataset-name", lambda t: ["--dataset", "cifar"]),
+    ("edgerr-epsilon-inf", lambda t: ["--method", "edgerr", "--epsilon", "inf"]),
+    ("dpsgd-epsilon-inf", lambda t: ["--method", "dpsgd", "--epsilon", "inf"]),
 ]
 
 OUT_CASES = [  # --out-dir itself is bad: it is given instead of the default
