@@ -1611,8 +1611,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("DMPMH_TRACEBACK"):
             raise
         where = e.filename or "output"
-        print(f"error: {where}: {e.strerror or e}; nothing was saved (the unfinished run folder was removed)",
-              file=sys.stderr)
+        print(f"error: {where}: {e.strerror or e}; expected a writable location (an unfinished run folder, "
+              "if any, was removed)", file=sys.stderr)
         return 2
 
 
