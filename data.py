@@ -217,33 +217,117 @@ def _image_view(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return feats, thumbs
 
 
-def load_npz(path: str, name: str | None = None) -> Dataset:
+NPZ_DATASET_FORMAT = "an .npz archive (np.savez) with arrays 'labels' and at least one of 'text', 'image'"
+
+
+def open_npz(path: str, expected: str = NPZ_DATASET_FORMAT):
+    """np.load of an .npz, with every read failure turned into one DataError '<path>: <what is wrong>; expected ...'.
+
+    Checked in order: a folder, permissions, an empty file, the format (zip magic bytes: a bare .npy,
+    a text or CSV file, an unknown binary), then the archive itself (corrupt or truncated)."""
+    import zipfile
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder; expected a file: {expected}")
     try:
-        d = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise DataError(f"cannot read {path} as .npz: {e}") from None
-    # 'labels' may be absent only with --graph-file: dmpmh.validate_config checks a direct .npz path up
-    # front (require_labels), and LabelStore refuses to build a label graph without labels
-    if "text" not in d.files and "image" not in d.files:
-        raise DataError(f"{path} must hold 'labels' and at least one of 'text', 'image'; it has {d.files}")
-    image, raw = (None, None)
-    if "image" in d.files:
-        image, raw = _image_view(d["image"])
-    text = d["text"].astype(np.float32) if "text" in d.files else None
-    ds = Dataset(name=name or os.path.splitext(os.path.basename(path))[0], text=text, image=image,
-                 labels=np.asarray(d["labels"]) if "labels" in d.files else None, raw_images=raw, source=path)
-    return validate(ds)
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file cannot be read); expected a readable file: "
+                        f"{expected}") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); expected {expected}") from None
+    if not head:
+        raise DataError(f"{path}: is empty (0 bytes); expected {expected}")
+    if head.startswith(b"\x93NUMPY"):
+        raise DataError(f"{path}: is a single .npy array, not an .npz archive; expected {expected}")
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        try:
+            head.decode("utf-8")
+            looks = "a text or CSV file"
+        except UnicodeDecodeError:
+            looks = "not a zip archive"
+        raise DataError(f"{path}: is {looks} with an .npz name, not an .npz archive; expected {expected}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError) as e:
+        raise DataError(f"{path}: is a corrupt or truncated .npz archive ({type(e).__name__}); "
+                        f"expected {expected}") from None
+
+
+def npz_array(d, key: str, path: str, expected: str = NPZ_DATASET_FORMAT) -> np.ndarray:
+    """One array of an open .npz; a corrupt member or an object (pickled) array is one DataError."""
+    try:
+        return np.asarray(d[key])
+    except Exception as e:  # zlib/zip errors, CRC mismatch, object arrays (allow_pickle=False), EOF
+        raise DataError(f"{path}: the array '{key}' cannot be read (a corrupt or truncated archive, or an object "
+                        f"array, which is not allowed; {type(e).__name__}); expected {expected}") from None
+
+
+def load_npz(path: str, name: str | None = None) -> Dataset:
+    d = open_npz(path)
+    with d:
+        files = list(d.files)
+        # 'labels' may be absent only with --graph-file: dmpmh.validate_config checks a direct .npz path up
+        # front (require_labels), and LabelStore refuses to build a label graph without labels
+        if "text" not in files and "image" not in files:
+            raise DataError(f"{path}: must hold 'labels' and at least one of 'text', 'image'; it has {files}")
+        arrays = {k: npz_array(d, k, path) for k in ("image", "text", "labels") if k in files}
+    try:
+        for k in ("image", "text"):
+            if k in arrays and not (np.issubdtype(arrays[k].dtype, np.number) or arrays[k].dtype == np.bool_):
+                raise DataError(f"array '{k}' has dtype {arrays[k].dtype}; expected numbers")
+        image, raw = _image_view(arrays["image"]) if "image" in arrays else (None, None)
+        text = arrays["text"].astype(np.float32) if "text" in arrays else None
+        ds = Dataset(name=name or os.path.splitext(os.path.basename(path))[0], text=text, image=image,
+                     labels=arrays.get("labels"), raw_images=raw, source=path)
+        return validate(ds)
+    except DataError as e:
+        msg = str(e)
+        raise DataError(msg if msg.startswith(path) else f"{path}: {msg}") from None
+
+
+def _read_mat_checked(path: str, key: str) -> np.ndarray:
+    """_read_mat with every read failure as one DataError naming the file and what was expected."""
+    expected = f"a MATLAB .mat file (v5/v7, or v7.3 with h5py) holding the array '{key}'"
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a folder; expected {expected}")
+    try:
+        return _read_mat(path, key)
+    except DataError:
+        raise
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file cannot be read); expected {expected}") from None
+    except Exception as e:  # scipy.io / h5py raise many kinds on corrupt or truncated files
+        raise DataError(f"{path}: cannot be read as a .mat file, corrupt or truncated ({type(e).__name__}); "
+                        f"expected {expected}") from None
 
 
 def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
     paths = {k: os.path.join(folder, f"{prefix}-{k}all.mat") for k in ("i", "y", "l")}
-    labels = _read_mat(paths["l"], "LAll")
-    text = _read_mat(paths["y"], "YAll").astype(np.float32) if os.path.exists(paths["y"]) else None
+    labels = _read_mat_checked(paths["l"], "LAll")
+    text = _read_mat_checked(paths["y"], "YAll") if os.path.exists(paths["y"]) else None
     image, raw = (None, None)
-    if os.path.exists(paths["i"]):
-        image, raw = _image_view(_read_mat(paths["i"], "IAll"))
-    ds = Dataset(name=name, text=text, image=image, labels=labels, raw_images=raw, source=folder)
-    return validate(ds)
+    try:
+        if text is not None:
+            text = text.astype(np.float32)
+        if os.path.exists(paths["i"]):
+            image, raw = _image_view(_read_mat_checked(paths["i"], "IAll"))
+        ds = Dataset(name=name, text=text, image=image, labels=labels, raw_images=raw, source=folder)
+        return validate(ds)
+    except (TypeError, ValueError) as e:
+        msg = str(e)
+        raise DataError(msg if msg.startswith(folder) else f"{folder}/{prefix}-*all.mat: {msg}") from None
+
+
+def _loadtxt(path: str, dtype, ndmin: int, expected: str) -> np.ndarray:
+    """np.loadtxt with a read failure as one DataError naming the file."""
+    try:
+        return np.loadtxt(path, dtype=dtype, ndmin=ndmin)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file cannot be read); expected {expected}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        f"expected {expected}") from None
 
 
 def load_nuswide_official(folder: str) -> Dataset:
@@ -258,8 +342,8 @@ def load_nuswide_official(folder: str) -> Dataset:
     lab_files = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
     if not tags or not lab_files:
         raise FileNotFoundError
-    text = np.loadtxt(tags[0], dtype=np.float32, ndmin=2)
-    cols = [np.loadtxt(f, dtype=np.uint8, ndmin=1) for f in lab_files]
+    text = _loadtxt(tags[0], np.float32, 2, "whitespace-separated 0/1 tag counts, one row per item")
+    cols = [_loadtxt(f, np.uint8, 1, "one 0/1 per line, one line per item") for f in lab_files]
     if any(len(c) != len(text) for c in cols):
         raise DataError(f"NUS-WIDE label files in {folder} disagree with AllTags1k.txt on the item count")
     labels = np.stack(cols, 1)
@@ -270,7 +354,7 @@ def load_nuswide_official(folder: str) -> Dataset:
     feat = sorted(glob.glob(os.path.join(folder, "**", "Normalized_*.dat"), recursive=True)
                   + glob.glob(os.path.join(folder, "**", "BoW_int.dat"), recursive=True))
     if feat:
-        image = np.loadtxt(feat[0], dtype=np.float32, ndmin=2)
+        image = _loadtxt(feat[0], np.float32, 2, "whitespace-separated numbers, one row per item")
         if len(image) != len(text):
             raise DataError(f"{feat[0]} has {len(image)} rows but AllTags1k.txt has {len(text)}")
         image = image[keep]
@@ -626,18 +710,12 @@ GRAPH_FILE_FORMAT = ("an .npz with an integer array 'edges' of shape (m, 2), or 
 
 
 def require_labels(path: str) -> None:
-    """The error for an .npz dataset without 'labels' when no --graph-file is given (dmpmh.validate_config)."""
-    import zipfile
-    try:
-        d = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
-        return  # load_npz reports an unreadable file
-    if not hasattr(d, "files"):
-        return
-    files = list(d.files)
-    d.close()
+    """The error for an .npz dataset without 'labels' when no --graph-file is given (dmpmh.validate_config);
+    an unreadable file gets its own error (open_npz), before any data is read."""
+    with open_npz(path) as d:
+        files = list(d.files)
     if "labels" not in files:
-        raise DataError(f"{path} must hold 'labels' and at least one of 'text', 'image'; it has {files}. "
+        raise DataError(f"{path}: must hold 'labels' and at least one of 'text', 'image'; it has {files}. "
                         "Without labels, give your own graph with --graph-file PATH")
 
 
@@ -655,6 +733,11 @@ def check_graph_path(path: str) -> str:
 
 def _read_edges_npz(path: str, where: str) -> np.ndarray:
     import zipfile
+    try:
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise DataError(f"{where}: permission denied (the file cannot be read); expected {GRAPH_FILE_FORMAT}") from None
     try:
         d = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile):

@@ -23,6 +23,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -107,8 +108,27 @@ class Config:
                                            # weakly on the graph (a side channel), so they are off by default
 
 
+def _check_number(name: str, value, *, kind=float, low=None, low_open: bool = False, high=None,
+                  allow_inf: bool = False, hint: str = "") -> None:
+    """One numeric option: its type, finiteness and range, or a ValueError naming the option and value."""
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{flag} {value!r} must be a number")
+    if kind is int and not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{flag} {value!r} must be an integer")
+    v = float(value)
+    if math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{flag} {value} must be a finite number{hint}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{flag} {value} must be {'>' if low_open else '>='} {low:g}{hint}")
+    if high is not None and v > high:
+        raise ValueError(f"{flag} {value} must be <= {high:g}{hint}")
+
+
 def validate_config(cfg: Config) -> None:
-    """Reject settings that are wrong or would void the guarantee, naming the value."""
+    """Reject settings that are wrong or would void the guarantee, naming the value.
+
+    One pass over every option, before any data is read: types, finiteness, signs and ranges."""
     if cfg.method not in METHODS:
         raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
     if not (cfg.epsilon > 0):
@@ -142,13 +162,81 @@ def validate_config(cfg: Config) -> None:
         raise ValueError(f"feature_norm={cfg.feature_norm!r}: choose standardize, l2 or none")
     if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.proj_dim < 1 or cfg.support_k < 1:
         raise ValueError("epochs, proj_dim and support_k must be >= 1 and batch_size >= 2")
+    num = _check_number
+    num("delta", cfg.delta, low=0, low_open=True, high=1)
+    num("synthetic_items", cfg.synthetic_items, kind=int, low=50)
+    for k in ("n_query", "n_train"):
+        if getattr(cfg, k) is not None:
+            num(k, getattr(cfg, k), kind=int, low=1, hint=" (omit the option for the default size)")
+    for k in ("max_degree", "knn_k", "proj_dim", "support_k", "epochs", "hidden", "dpsgd_steps",
+              "dpsgd_batch_pairs"):
+        num(k, getattr(cfg, k), kind=int, low=1)
+    num("batch_size", cfg.batch_size, kind=int, low=2)
+    num("nmd_iters", cfg.nmd_iters, kind=int, low=0)
+    for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
+              "w_first_order", "w_triangle", "w_alignment", "w_quantization", "w_balance"):
+        num(k, getattr(cfg, k), low=0)
+    if cfg.epsilon == math.inf and cfg.method in ("edgerr", "dpsgd"):
+        raise ValueError(f"epsilon=inf is not defined for --method {cfg.method}; the noise-free references are "
+                         "--method nonprivate and --method dmpmh (or naive) --epsilon inf")
+    if cfg.method in ("dmpmh", "naive") and not (cfg.share_degrees + cfg.share_triangles + cfg.share_edges
+                                                 + cfg.share_bilinear > 0):
+        raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
+                         "are all 0; give at least one statistic a positive share")
+    for k in ("lr", "dpsgd_lr", "dpsgd_clip"):
+        num(k, getattr(cfg, k), low=0, low_open=True)
+    num("seed", cfg.seed, kind=int, low=0)
+    if cfg.insecure_seed is not None:
+        num("insecure_seed", cfg.insecure_seed, kind=int, low=0)
+    if cfg.fit_rank is not None:
+        num("fit_rank", cfg.fit_rank, kind=int, low=0, high=cfg.proj_dim,
+            hint=" (0: ignore the bilinear release; at most --proj-dim)")
+    num("attack_pairs", cfg.attack_pairs, kind=int, low=100,
+        hint=" (a balanced sample of edges and non-edges; fewer pairs give a meaningless AUC)")
+    if cfg.protocol not in ("inductive", "standard"):
+        raise ValueError(f"--protocol {cfg.protocol!r}: choose inductive or standard")
+    if cfg.device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"--device {cfg.device!r}: choose auto, cpu or cuda")
+    if not cfg.out_dir:
+        raise ValueError("--out-dir is empty; give the folder for run directories")
     if cfg.graph_file is not None:
         if cfg.graph != "label":
             raise ValueError(f"--graph {cfg.graph} builds the private graph from labels, but --graph-file gives "
                              "your own graph: use one of the two")
         data.check_graph_path(cfg.graph_file)  # exists, is a file, .npz/.csv/.txt; the content is read at load
-    elif cfg.dataset.endswith(".npz") and os.path.isfile(cfg.dataset):
-        data.require_labels(cfg.dataset)  # an .npz without 'labels' needs --graph-file
+    if not cfg.dataset.endswith(".npz") and cfg.dataset != "synthetic" and cfg.dataset not in data.KNOWN:
+        raise data.DataError(f"unknown dataset '{cfg.dataset}'; choose synthetic, mirflickr, nuswide or a path to "
+                             "an .npz")
+    if cfg.dataset.endswith(".npz"):
+        if not os.path.exists(cfg.dataset):
+            raise data.DataError(f"{cfg.dataset}: no such file; expected {data.NPZ_DATASET_FORMAT}, or run "
+                                 "--dataset synthetic")
+        if cfg.graph_file is None:
+            data.require_labels(cfg.dataset)  # readable, and holds 'labels' (without them: --graph-file)
+        else:
+            data.open_npz(cfg.dataset).close()  # readable; its arrays are checked at load
+    check_out_dir(cfg.out_dir)
+
+
+def check_out_dir(path: str) -> None:
+    """--out-dir is (or can become) a writable folder; nothing is created here."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe):
+        what = "is a file" if probe == os.path.abspath(path) else f"cannot be created: {probe} is a file"
+        raise OutputError(f"{path}: {what}; expected a folder for the run directories (--out-dir)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "" if probe == os.path.abspath(path) else f" (in {probe})"
+        raise OutputError(f"{path}: permission denied{where}; expected a writable folder for the run "
+                          "directories (--out-dir)")
+
+
+class OutputError(ValueError):
+    """An output folder or file cannot be created or written (reported as one line, exit 2)."""
 
 
 def _bool(s: str) -> bool:
@@ -222,23 +310,108 @@ def parse_config(argv: list[str]) -> Config:
 # ---------------------------------------------------------------------------
 
 def write_atomic(path: str, content, mode: str = "w") -> None:
+    """Write to path.tmp, then rename; a failed write removes path.tmp and raises OSError naming path."""
     tmp = path + ".tmp"
-    with open(tmp, mode) as f:
-        f.write(content)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, mode) as f:
+            f.write(content)
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OSError(e.errno, e.strerror or str(e), path) from None
 
 
 def not_private(cfg: Config) -> bool:
     """Runs whose outputs carry no DP guarantee (references)."""
-    return cfg.method == "nonprivate" or cfg.epsilon == math.inf
+    return cfg.method == "nonprivate" or (cfg.epsilon == math.inf and cfg.method != "public")
+
+
+def not_private_reasons(cfg: Config) -> list[str]:
+    """Why a run is NOT PRIVATE, one phrase per reason (empty for a private run). Its privacy.txt opens
+    with them, its folder name ends in -NOT-PRIVATE, and its metrics.md heading and sweep/ablation rows
+    say so."""
+    r = []
+    if cfg.method == "nonprivate":
+        r.append("method 'nonprivate' trains on the true private graph with no clipping and no noise")
+    elif cfg.epsilon == math.inf and cfg.method != "public":
+        r.append("epsilon = infinity: the statistics were released without noise")
+    if cfg.insecure_seed is not None and cfg.method not in ("nonprivate", "public") and cfg.epsilon != math.inf:
+        r.append("--insecure-seed: the DP noise comes from a fixed seed, and noise from a known seed is known noise")
+    if cfg.attack_eval_not_private:
+        r.append("--attack-eval-not-private: the link-attack figures are un-noised statistics of the private graph")
+    if cfg.timings_not_private:
+        r.append("--timings-not-private: metrics.json holds stage timings, which depend on the private graph")
+    if cfg.protocol == "standard":
+        r.append("--protocol standard: the metrics use training labels")
+    return r
+
+
+def not_private_tag(cfg: Config) -> str:
+    """' (NOT PRIVATE: short reasons)' for headings and table rows; '' for a private run."""
+    short = [s.split(":")[0] for s in not_private_reasons(cfg)]
+    return f" (NOT PRIVATE: {', '.join(short)})" if short else ""
+
+
+OWNER_FILE = "owner.pid"  # in each .partial folder: "<pid> <host>" of the run that builds it
+
+
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_stale_partials(out_dir: str) -> None:
+    """Remove the .partial folders of killed runs, and only those: a folder is removed when its owner.pid
+    names a process on this host that no longer exists. A folder whose owner cannot be told (no
+    owner.pid, another host) is left alone and named in one line; a live run's folder is left alone."""
+    try:
+        names = sorted(n for n in os.listdir(out_dir) if n.startswith(".") and n.endswith(".partial"))
+    except OSError:
+        return
+    host = socket.gethostname()
+    unknown = []
+    for name in names:
+        path = os.path.join(out_dir, name)
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                pid_text, _, owner_host = f.read().strip().partition(" ")
+            pid = int(pid_text)
+        except (OSError, ValueError):
+            unknown.append(name)
+            continue
+        if owner_host != host:
+            unknown.append(name)
+        elif pid != os.getpid() and not _owner_alive(pid):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.exists(path):
+                print(f"removed {path}: an unfinished run folder left by a killed run (pid {pid} is gone)",
+                      file=sys.stderr)
+    if unknown:
+        print(f"note: {out_dir} holds unfinished run folders whose owner cannot be checked (no live-process "
+              f"record): {', '.join(unknown)}; delete them if no run is writing there", file=sys.stderr)
 
 
 class RunDir:
+    """A run folder, built as out_dir/.<name>.partial (with owner.pid) and renamed into place at the end."""
+
     def __init__(self, cfg: Config):
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         ds = os.path.splitext(os.path.basename(cfg.dataset))[0]
-        tag = "-NOT-PRIVATE" if not_private(cfg) else ""
-        os.makedirs(cfg.out_dir, exist_ok=True)
+        tag = "-NOT-PRIVATE" if not_private_reasons(cfg) else ""
+        try:
+            os.makedirs(cfg.out_dir, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{cfg.out_dir}: cannot be created ({e.strerror or e}); expected a writable "
+                              "folder for the run directories (--out-dir)") from None
+        if not os.path.isdir(cfg.out_dir):
+            raise OutputError(f"{cfg.out_dir}: is a file; expected a folder for the run directories (--out-dir)")
+        clean_stale_partials(cfg.out_dir)
         k = 1
         while True:  # a run in the same second (finished or still going) takes the next free name
             name = f"{stamp}-{ds}-{cfg.method}{'' if k == 1 else f'-{k}'}{tag}"
@@ -250,12 +423,21 @@ class RunDir:
                     break
                 except FileExistsError:
                     pass
+                except OSError as e:
+                    raise OutputError(f"{self.path}: cannot be created ({e.strerror or e}); expected a writable "
+                                      "folder for the run directories (--out-dir)") from None
             k += 1
+        try:
+            write_atomic(self.file(OWNER_FILE), f"{os.getpid()} {socket.gethostname()}\n")
+        except BaseException:
+            self.abort()
+            raise
 
     def file(self, name: str) -> str:
         return os.path.join(self.path, name)
 
     def commit(self) -> str:
+        os.remove(self.file(OWNER_FILE))
         os.replace(self.path, self.final)
         return self.final
 
@@ -371,6 +553,8 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
         "Accounting: Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & Zhang, arXiv 1908.10530, "
         "Sec. 3.3), composed over steps, converted by Balle et al., arXiv 1905.09982, Thm. 21.",
         "Released: the trained networks and codes. Node-level privacy is NOT covered.",
+        privacy.FLOAT_NOISE_CAVEAT,
+        privacy.NOT_COVERED,
     ]) + "\n"
 
 
@@ -464,7 +648,7 @@ def run(cfg: Config) -> dict:
             pair_balance = cfg.pair_balance != "false"  # auto: on (both public graphs are sparse)
             statement = ("PUBLIC ONLY: method 'public' reads nothing of the private graph; it trains on "
                          f"the '{cfg.public_graph}' graph built from public features alone. It is the reference "
-                         "that a private method must beat.\n")
+                         "that a private method must beat.\n" + privacy.NOT_COVERED + "\n")
         elif cfg.method == "nonprivate":
             targets = TrueGraphTargets(graph)
             # a NOT PRIVATE reference applies the same rule to the true graph (nothing of it is printed)
@@ -475,8 +659,7 @@ def run(cfg: Config) -> dict:
             use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and (sparse or lifted))
             if cfg.pair_balance == "auto":
                 pair_balance = sparse
-            statement = ("NOT PRIVATE: method 'nonprivate' trains on the true private graph with no clipping "
-                         "and no noise. It is a reference, and its outputs must not be released.\n")
+            statement = ("It is a reference, and its outputs must not be released.\n" + privacy.NOT_COVERED + "\n")
         elif cfg.method == "edgerr":
             t = stage("sanitize: edge randomized response")
             rr = privacy.edge_randomized_response(graph, epsilon=cfg.epsilon, source=source)
@@ -499,7 +682,8 @@ def run(cfg: Config) -> dict:
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
             release, synth = sanitize(graph, z, cfg, source, timings)
-            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=graph_kind, method=cfg.method)
+            statement = privacy.privacy_statement(release, dataset=ds.name, graph_kind=graph_kind, method=cfg.method,
+                                                  not_private=not_private_reasons(cfg))
             timings["sanitize"] = t.done()
             rep = synth.report
             knn_pairs = privacy.public_support(z, k=cfg.knn_k)
@@ -520,6 +704,7 @@ def run(cfg: Config) -> dict:
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
                     rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
                     ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
+        statement = privacy.mark_not_private(statement, not_private_reasons(cfg))
         if pair_balance is None:
             pair_balance = cfg.pair_balance == "true"
         if cfg.method not in ("dpsgd", "public"):
@@ -584,26 +769,31 @@ def run(cfg: Config) -> dict:
         metrics["timings_s"] = timings
         if synthesis:
             metrics["synthesis"] = synthesis
-        metrics["not_private"] = {"outputs": not_private(cfg),
+        metrics["not_private"] = {"outputs": not_private(cfg), "reasons": not_private_reasons(cfg),
                                   "metrics_use_training_labels": cfg.protocol == "standard",
                                   "attack_uses_private_graph": cfg.attack_eval_not_private}
 
-        # ----- write everything, then rename the directory into place
-        write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
-        write_atomic(rundir.file("privacy.txt"), statement)
-        saved = {k: v for k, v in metrics.items() if k != "timings_s" or cfg.timings_not_private}
-        write_atomic(rundir.file("metrics.json"), json.dumps(saved, indent=2))
-        write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
-        np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
-                 **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
-                 query_index=split.query, database_index=split.database, bits=cfg.bits)
-        import torch  # model.pt: a state dict, the scalers and the config; torch.load(path) opens it (weights_only)
-        torch.save(hashing.model_record(model, scalers, json.loads(json.dumps(dataclasses.asdict(cfg)))),
-                   rundir.file("model.pt"))
-        plot_curves(rundir, metrics, cfg)
+        # ----- print the statement and metrics, write the small files first and model.pt last, then
+        # rename the directory into place (a failed write removes the whole unfinished folder)
         print()
         print(statement)
         print(metrics_markdown(cfg, metrics))
+        write_atomic(rundir.file("privacy.txt"), statement)
+        write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        saved = {k: v for k, v in metrics.items() if k != "timings_s" or cfg.timings_not_private}
+        write_atomic(rundir.file("metrics.json"), json.dumps(saved, indent=2))
+        write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
+        plot_curves(rundir, metrics, cfg)
+        np.savez(rundir.file("codes.npz"), **{f"query_{v}": np.packbits(c, axis=1) for v, c in qc.items()},
+                 **{f"database_{v}": np.packbits(c, axis=1) for v, c in dc.items()},
+                 query_index=split.query, database_index=split.database, bits=cfg.bits)
+        import io
+        import torch
+        buf = io.BytesIO()  # serialized in memory, then written by Python: a full disk is an OSError naming the file
+        # model.pt: a state dict, the scalers and the config; torch.load(path) opens it (weights_only)
+        torch.save(hashing.model_record(model, scalers, json.loads(json.dumps(dataclasses.asdict(cfg)))), buf)
+        write_atomic(rundir.file("model.pt"), buf.getvalue(), "wb")
+        del buf
         final = rundir.commit()
         print(f"run directory: {final}")
         metrics["run_dir"] = final
@@ -638,7 +828,7 @@ def metrics_markdown(cfg: Config, metrics: dict) -> str:
         return ["| task | mAP@all | tie-aware mAP | P@r<=2 |", "| --- | --- | --- | --- |"] + [
             f"| {task} | {r['map']:.4f} | {r['map_tie_aware']:.4f} | {r['p_r2']:.4f} |" for task, r in reports.items()]
 
-    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits", ""]
+    lines = [f"# {cfg.dataset}, method {cfg.method}, epsilon {cfg.epsilon:g}, {cfg.bits} bits{not_private_tag(cfg)}", ""]
     g = metrics.get("graph_queries")  # present with --graph-file
     linked = "" if not g else (f"linked in --graph-file; evaluated on the {g['evaluated']} of {g['total']} queries "
                                "with at least one linked database item (the others have no relevant item)")
@@ -760,6 +950,8 @@ class AuditConfig:
     n_nodes: int = 200            # nodes of the worst-case audit graph (hubness grows with it)
     trials: int = 5000            # sanitizer runs with and without the canary edge, each (>= 100)
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
+    understate: float = 4.0       # with --broken understate: the factor by which sigma is too small
+    noise: str = "gaussian"       # gaussian | discrete (the exact discrete Gaussian on the integer statistics)
     alpha: float = 0.05           # one-sided Clopper-Pearson error level, in (0, 1), split over FPR and FNR
     seed: int = 0                 # audit graph and noise (the audit uses reproducible noise on purpose)
 
@@ -776,6 +968,24 @@ class _ClippingDisabled:
         privacy.stable_clip = self._orig
 
 
+def validate_audit(acfg: AuditConfig) -> None:
+    """Every audit option checked before anything runs."""
+    if acfg.broken not in ("none", "understate", "noclip"):
+        raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
+    if acfg.noise not in ("gaussian", "discrete"):
+        raise ValueError(f"noise={acfg.noise!r}: choose gaussian or discrete")
+    if acfg.trials < 100:
+        raise ValueError(f"trials={acfg.trials} must be >= 100")
+    if not (math.isfinite(acfg.understate) and acfg.understate >= 1):
+        raise ValueError(f"understate={acfg.understate} must be a finite factor >= 1")
+    _check_number("epsilon", acfg.epsilon, low=0, low_open=True)
+    _check_number("delta", acfg.delta, low=0, low_open=True, high=1)
+    _check_number("alpha", acfg.alpha, low=0, low_open=True, high=0.5)
+    _check_number("max_degree", acfg.max_degree, kind=int, low=1)
+    _check_number("n_nodes", acfg.n_nodes, kind=int, low=4, hint=" (two hubs and their neighbours)")
+    _check_number("seed", acfg.seed, kind=int, low=0)
+
+
 def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     """Canary-edge audit of privacy.measure (the sanitizer's release).
 
@@ -790,10 +1000,7 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     (Kairouz, Oh & Viswanath, arXiv 1311.0776; Jagielski, Ullman & Oprea, arXiv 2006.07709).
     A correct mechanism must give eps_lb <= claimed epsilon, up to the alpha error.
     """
-    if acfg.broken not in ("none", "understate", "noclip"):
-        raise ValueError(f"broken={acfg.broken!r}: choose none, understate or noclip")
-    if acfg.trials < 100:
-        raise ValueError(f"trials={acfg.trials} must be >= 100")
+    validate_audit(acfg)
     n = acfg.n_nodes
     rng = np.random.default_rng(acfg.seed)
     z = rng.normal(size=(n, 8))
@@ -807,16 +1014,22 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     graphs = [data.PrivateGraph(n=n, kind="audit", _adj=a) for a in (adj0, adj1)]
     shares = {"degrees": 0.1, "triangles": 0.1, "edges": 0.05, "bilinear": 0.75}
     eps_run = acfg.epsilon
-    if acfg.broken == "understate":  # sigmas 4x too small = calibrated for mu 4x larger
-        eps_run = privacy.gdp_epsilon(mu=4 * privacy.gdp_mu(epsilon=acfg.epsilon, delta=acfg.delta), delta=acfg.delta)
+    if acfg.broken == "understate":  # sigmas k times too small = calibrated for mu k times larger
+        eps_run = privacy.gdp_epsilon(mu=acfg.understate * privacy.gdp_mu(epsilon=acfg.epsilon, delta=acfg.delta),
+                                      delta=acfg.delta)
     source = privacy.NoiseSource(insecure_seed=acfg.seed + 1, quiet=True)
     ctx = _ClippingDisabled() if acfg.broken == "noclip" else contextlib.nullcontext()
 
     def release(g, eps):
         r = privacy.measure(g, z, epsilon=eps, delta=acfg.delta, max_degree=acfg.max_degree,
-                            shares=shares, source=source)
+                            shares=shares, source=source, noise=acfg.noise)
         return r
 
+    # the canary's separation, in sigma units, for the REAL mechanism at the claim: the power analysis' baseline
+    real = [release(g, math.inf) for g in graphs]
+    claimed = release(graphs[0], acfg.epsilon)
+    claimed_sep = math.sqrt(sum(float(np.sum((real[1][k].noisy - real[0][k].noisy) ** 2)) / claimed[k].sigma ** 2
+                                for k in real[0].measurements))
     with ctx:
         exact = [release(g, math.inf) for g in graphs]
         names = list(exact[0].measurements)
@@ -836,7 +1049,7 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     s0, s1 = np.array(stats[0]), np.array(stats[1])
     h = acfg.trials // 2
     best, tau = -1.0, 0.0
-    for cand in np.quantile(np.concatenate([s0[:h], s1[:h]]), np.linspace(0.01, 0.99, 99)):
+    for cand in np.quantile(np.concatenate([s0[:h], s1[:h]]), audit_levels(h)):
         fp, fn = int((s0[:h] > cand).sum()), int((s1[:h] <= cand).sum())
         e = evaluate.empirical_epsilon_lower_bound(fp, fn, h, h, delta=acfg.delta, alpha=acfg.alpha)
         if e > best:
@@ -848,11 +1061,66 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
             "threshold": tau, "fp": fp, "fn": fn, "n_eval": m, "epsilon_lower_bound": eps_lb,
             "canary_distance_in_sigmas": float(math.sqrt(sum(float(np.sum(diff[k] ** 2)) / sig[k] ** 2
                                                              for k in names))),
-            "passes": eps_lb <= acfg.epsilon}
+            "passes": eps_lb <= acfg.epsilon,
+            "detectable_understatement": detectable_understatement(
+                separation=claimed_sep, epsilon=acfg.epsilon, delta=acfg.delta, trials=acfg.trials, alpha=acfg.alpha)}
+
+
+def audit_levels(h: int) -> np.ndarray:
+    """Quantile levels of the pooled statistics that the audit tries as thresholds: 1%, ..., 99%, and
+    further into both tails down to about 10 of the 2h pooled runs (the tails are where a small
+    understatement shows, once there are enough trials)."""
+    mid = np.linspace(0.01, 0.99, 99)
+    lo = 10.0 / (2 * h)
+    if lo >= 0.01:
+        return mid
+    tail = np.geomspace(lo, 0.01, int(np.ceil(4 * np.log10(0.01 / lo))) + 1)[:-1]
+    return np.concatenate([tail, mid, 1.0 - tail[::-1]])
+
+
+def _expected_epsilon_lb(separation: float, *, delta: float, n_eval: int, alpha: float) -> float:
+    """The audit's epsilon lower bound at the EXPECTED held-out error counts of the best threshold, when the
+    likelihood-ratio statistic is N(0, 1) without the canary and N(separation, 1) with it. The thresholds
+    are those run_audit tries (audit_levels) on a first half of the same size."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+    best = 0.0
+    pooled = lambda t, q: 0.5 * (norm.cdf(t) + norm.cdf(t - separation)) - q  # noqa: E731
+    for q in audit_levels(n_eval):
+        t = brentq(pooled, -12.0, separation + 12.0, args=(q,))
+        fp, fn = int(round(n_eval * norm.sf(t))), int(round(n_eval * norm.cdf(t - separation)))
+        best = max(best, evaluate.empirical_epsilon_lower_bound(fp, fn, n_eval, n_eval, delta=delta, alpha=alpha))
+    return best
+
+
+def detectable_understatement(*, separation: float, epsilon: float, delta: float, trials: int,
+                              alpha: float = 0.05) -> float:
+    """Power of the audit: the smallest factor k by which every sigma may be understated (the true canary
+    separation is k * separation sigma-units) that the audit flags at its trial count, i.e. whose lower bound
+    at the expected error counts exceeds the claimed epsilon. A median, not a guarantee: near this factor
+    about half the runs flag it (the held-out counts are random); larger understatements are caught more
+    surely. Bisection on k in [1, 64]; inf if even 64 passes."""
+    n_eval = trials - trials // 2
+
+    def caught(k: float) -> bool:
+        return _expected_epsilon_lb(k * separation, delta=delta, n_eval=n_eval, alpha=alpha) > epsilon
+
+    lo, hi = 1.0, 64.0
+    if not caught(hi):
+        return math.inf
+    if caught(lo):
+        return 1.0
+    for _ in range(30):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if caught(mid) else (mid, hi)
+        if hi / lo < 1.001:
+            break
+    return hi
 
 
 def audit_main(argv: list[str]) -> int:
     acfg = _parse_dataclass(AuditConfig, argv, "dmpmh.py audit")
+    validate_audit(acfg)
     print(f"audit: claimed epsilon={acfg.epsilon:g}, delta={acfg.delta:g}, D={acfg.max_degree}, "
           f"N={acfg.n_nodes}, trials={acfg.trials} per side, mechanism={acfg.broken}", flush=True)
     r = run_audit(acfg)
@@ -862,6 +1130,10 @@ def audit_main(argv: list[str]) -> int:
     print(f"  held-out: FP {r['fp']}/{r['n_eval']}, FN {r['fn']}/{r['n_eval']}")
     print(f"  empirical epsilon lower bound (95%, Clopper-Pearson): {r['epsilon_lower_bound']:.3f}  "
           f"vs claimed {acfg.epsilon:g}\n  {verdict}")
+    print(f"  power: at {acfg.trials} trials per side this audit detects a sigma understated by "
+          f"{r['detectable_understatement']:.2f}x or more in a typical run (at the expected error counts; "
+          "near that factor about half the runs flag it); a smaller understatement passes unnoticed. "
+          "More --trials lower this threshold.")
     return 0 if r["passes"] or acfg.broken != "none" else 1
 
 
@@ -1100,17 +1372,23 @@ def write_sweep_tables(out: str) -> None:
     if not cells:
         return
     groups: dict = {}
+    marks: dict = {}  # row -> why its runs are NOT PRIVATE ('' for private rows)
     for c in cells:
         for task, v in c["retrieval"].items():
-            groups.setdefault((cell_label(c), c["epsilon"], c["bits"], task), []).append(v)
+            key = (cell_label(c), c["epsilon"], c["bits"], task)
+            groups.setdefault(key, []).append(v)
+            marks[key] = marks.get(key) or cell_not_private(c)
     rows = sorted(groups, key=lambda k: (k[3], k[2], k[0], k[1]))
-    csv = ["method,epsilon,bits,task,mean_map,std_map,n_seeds"]
-    md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds |", "| --- | --- | --- | --- | --- | --- |"]
+    csv = ["method,epsilon,bits,task,mean_map,std_map,n_seeds,not_private"]
+    md = ["| task | bits | method | epsilon | mAP@all (mean ± std) | seeds | private? |",
+          "| --- | --- | --- | --- | --- | --- | --- |"]
     for key in rows:
         v = np.array(groups[key])
         std = f"{v.std(ddof=1):.4f}" if len(v) > 1 else ""   # no std from one seed
-        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std},{len(v)}")
-        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {mean_std_text(v)} | {len(v)} |")
+        mark = f"NOT PRIVATE ({marks[key]})" if marks[key] else "yes"
+        csv.append(f"{key[0]},{key[1]:g},{key[2]},{key[3]},{v.mean():.4f},{std},{len(v)},"
+                   f"\"{marks[key]}\"")
+        md.append(f"| {key[3]} | {key[2]} | {key[0]} | {key[1]:g} | {mean_std_text(v)} | {len(v)} | {mark} |")
     write_atomic(os.path.join(out, "results.csv"), "\n".join(csv) + "\n")
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
@@ -1156,6 +1434,16 @@ def sweep_ylim(series: dict, errs: dict, lines: dict) -> tuple[float, float]:
         return (0.0, 1.0)
     pad = 0.05 * (hi - lo) if hi > lo else 0.05
     return (max(0.0, lo - pad), min(1.0, hi + pad))
+
+
+def cell_not_private(c: dict) -> str:
+    """Short reasons why a sweep cell's run is NOT PRIVATE ('' if it is private), from its record."""
+    np_ = c.get("not_private") or {}
+    reasons = [r.split(":")[0] for r in np_.get("reasons", [])]
+    if not reasons and (np_.get("outputs") or c.get("epsilon") == math.inf and c.get("method") != "public"
+                        or c.get("method") == "nonprivate"):
+        reasons = ["no noise" if c.get("method") != "nonprivate" else "method 'nonprivate'"]
+    return ", ".join(reasons)
 
 
 def mean_std_text(values) -> str:
@@ -1222,6 +1510,10 @@ def sweep_summary(cells: list[dict]) -> str:
              "(reference - chance). vs public = DMP-MH minus public, and divided by the std of the per-seed",
              "differences (paired). margin = DMP-MH minus the best private baseline at that epsilon over the seeds",
              "both ran, and divided by the larger of the two stds and by the paired std.", ""]
+    unsafe = sorted({cell_not_private(c) for c in cells if 0 < c["epsilon"] < math.inf and cell_not_private(c)})
+    if unsafe:  # rows at a finite epsilon whose runs are nevertheless not private (e.g. --insecure-seed)
+        lines += [f"**NOT PRIVATE**: the private-method rows below come from runs that are not private "
+                  f"({'; '.join(unsafe)}); their epsilon is what the noise was calibrated for, not a guarantee.", ""]
 
     def paired(a: dict, b: dict) -> tuple[str, str]:
         shared = sorted(set(a) & set(b))  # compare the same splits only
@@ -1317,6 +1609,7 @@ def ablation_main(argv: list[str]) -> int:
         validate_config(_ablation_config(base, over))
     _claim_output_folder(ac.out, "ablation", ac.extra.split())
     results: dict[str, list[dict]] = {}
+    marks: dict[str, str] = {}  # variant -> 'NOT PRIVATE: ...' or ''
     jobs = [(name, s, lambda s, over=over: _ablation_config(base, over, seed=s, out_dir=os.path.join(ac.out, "runs")))
             for name, over in ABLATIONS.items() for s in seeds]
     if ac.public:
@@ -1332,21 +1625,25 @@ def ablation_main(argv: list[str]) -> int:
             write_atomic(path, json.dumps({t: r["map"] for t, r in m["retrieval"].items()}))
         with open(path) as f:
             results.setdefault(name, []).append(json.load(f))
+        marks[name] = not_private_tag(make(s)).strip(" ()")
     tasks = list(next(iter(results.values()))[0])
     lines = [f"# Ablation ({base.dataset}, graph {graph_kind_of(base)}, epsilon {base.epsilon:g}, {base.bits} bits, "
-             f"seeds {ac.seeds}); mAP@all, mean ± std", "",
-             "| variant | " + " | ".join(tasks) + " |", "| --- |" + " --- |" * len(tasks)]
+             f"seeds {ac.seeds}){not_private_tag(base)}; mAP@all, mean ± std", "",
+             "| variant | " + " | ".join(tasks) + " | private? |", "| --- |" + " --- |" * (len(tasks) + 1)]
     for name, rs in results.items():
         if name.startswith("public-"):
             continue
-        lines.append(f"| {name} | " + " | ".join(mean_std_text([r[t] for r in rs]) for t in tasks) + " |")
+        lines.append(f"| {name} | " + " | ".join(mean_std_text([r[t] for r in rs]) for t in tasks)
+                     + f" | {marks[name] or 'yes'} |")
     public = {n: rs for n, rs in results.items() if n.startswith("public-")}
     if public:  # the best public-only model, per task (no private information at all)
         cells = []
         for t in tasks:
             best = max(public, key=lambda n: float(np.mean([r[t] for r in public[n]])))
             cells.append(f"{mean_std_text([r[t] for r in public[best]])} ({best[len('public-'):]})")
-        lines.append("| public-only reference (best of the four public models) | " + " | ".join(cells) + " |")
+        mark = next((marks[n] for n in public if marks[n]), "") or "yes"
+        lines.append("| public-only reference (best of the four public models) | " + " | ".join(cells)
+                     + f" | {mark} |")
     text = "\n".join(lines) + "\n"
     write_atomic(os.path.join(ac.out, "ablation.md"), text)
     print(text)
@@ -1460,6 +1757,11 @@ def bench_main(argv: list[str]) -> int:
              else [bc.n_train])
     if bc.repeats < 1:
         raise ValueError(f"bench --repeats {bc.repeats} must be >= 1")
+    _check_number("epsilon", bc.epsilon, low=0, low_open=True)
+    _check_number("delta", bc.delta, low=0, low_open=True, high=1)
+    for k in ("n_train", "max_degree", "proj_dim", "support_k"):
+        _check_number(k, getattr(bc, k), kind=int, low=1)
+    _check_number("seed", bc.seed, kind=int, low=0)
     where = {"pipeline": f"run options '{bc.extra}'",
              "map": "random codes and labels (evaluate.benchmark_map: 2,100 queries x 184,000 codes, 64 bits)"
              }.get(bc.what, f"the {bc.source} label graph")
@@ -1521,11 +1823,30 @@ def main(argv: list[str] | None = None) -> int:
         cfg = parse_config(argv)
         run(cfg)
         return 0
+    except KeyboardInterrupt:
+        if os.environ.get("DMPMH_TRACEBACK"):
+            raise
+        print("interrupted (Ctrl-C): stopped; the unfinished run folder was removed and nothing was saved",
+              file=sys.stderr)
+        return 130
     except (ValueError, data.DataError, MemoryError) as e:
         if os.environ.get("DMPMH_TRACEBACK"):
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print("error: " + " ".join(str(e).split("\n")[:1]) + _more_lines(e), file=sys.stderr)
         return 2
+    except OSError as e:  # a failed write (disk full, permission denied): the unfinished folder is gone
+        if os.environ.get("DMPMH_TRACEBACK"):
+            raise
+        where = e.filename or "output"
+        print(f"error: {where}: {e.strerror or e}; expected a writable location (an unfinished run folder, "
+              "if any, was removed)", file=sys.stderr)
+        return 2
+
+
+def _more_lines(e: BaseException) -> str:
+    """The lines after the first of a multi-line message, indented (they never start with 'error:')."""
+    rest = str(e).split("\n")[1:]
+    return "".join("\n" + (line if line.startswith(" ") else "  " + line) for line in rest)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ import math
 import numbers
 import os
 import random
+import re
 import secrets
 import sys
 import time
@@ -458,7 +459,11 @@ def triangles_of(edges: np.ndarray, n: int, *, block: int | None = None) -> np.n
     return tri
 
 
-def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+NAIVE_DENSE_MAX_N = 1 << 15  # the naive baseline's dense triangle path up to this N (public)
+
+
+def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None,
+                     path: str = "auto") -> tuple[np.ndarray, np.ndarray | None]:
     """Degrees and per-node triangle counts of the UNCLIPPED graph (naive baseline).
 
     t_u = (A^3)_uu / 2 = 1/2 sum_w A_uw (A^2)_uw. On a sparse graph the sparse
@@ -467,11 +472,18 @@ def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None)
     BLAS over row blocks, O(N^3) flops and O(block * N) memory: for row block I,
     (A^2)[I, :] = sum_J A[I, J] A[J, :]. Exact: every partial sum is an integer
     <= N < 2^24, representable in float32; the row sums are taken in float64.
-    The sparse path (``triangles_of``) works in row blocks too, so that a graph just
-    below the switch does not hold a near-dense A^2. No progress is printed here:
-    which path runs depends on the private degrees, so its output must not differ.
+    The sparse path (``triangles_of``) works in row blocks too.
+
+    ``path``: "dense", "sparse", or "auto", which chooses from the public N alone (dense BLAS
+    below NAIVE_DENSE_MAX_N nodes, where N^3 flops stay affordable and float32 is exact; sparse
+    above). Never from the private degrees: a path chosen from them would make the running time,
+    and any output of the two paths, depend on the private graph beyond the release.
     """
+    if path not in ("auto", "dense", "sparse"):
+        raise ValueError(f"path={path!r}: choose auto, dense or sparse")
     n = graph.n
+    if path == "auto":
+        path = "dense" if n < NAIVE_DENSE_MAX_N else "sparse"
     # measured peak ~16 bytes per (row, column) entry for ri, a2, the inner block's float32 copy
     # and the matmul temporary, plus ~5 for an implicit graph's rows(): budget 21
     block = block or _rows_per_block(n, bytes_per_entry=21)
@@ -480,7 +492,7 @@ def unclipped_motifs(graph, *, triangles: bool = True, block: int | None = None)
         deg[s:s + block] = graph.rows(s, min(n, s + block)).sum(1)
     if not triangles:
         return deg, None
-    if float(np.square(deg).sum()) * 64 < float(n) ** 3 or n >= 1 << 24:  # sparse enough
+    if path == "sparse" or n >= 1 << 24:  # float32 sums are exact below 2^24 only
         return deg, triangles_of(_all_edges(graph), n, block=block)
     tri = np.zeros(n)
     for s in range(0, n, block):
@@ -888,6 +900,7 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     if not 0 < delta < 1:
         raise ValueError(f"delta={delta} must be in (0, 1)")
     n = graph.n
+    check_simple_graph(graph)
     if clip:
         if max_degree is None:
             raise ValueError("max_degree (D) is required when clipping")
@@ -939,6 +952,41 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
                              clipped=clip and k in ("degrees", "triangles"))
     return Release(measurements=out, epsilon=epsilon, delta=delta, mu=mu,
                    max_degree=max_degree if clip else None, n_nodes=n, noise=noise, secure=source.secure)
+
+
+def check_simple_graph(graph, block: int | None = None) -> None:
+    """Refuse a graph that is not simple and undirected: 0/1 entries, no self-loops, symmetric.
+
+    Every sensitivity above assumes such a graph (one edge = one symmetric pair of 0/1 entries).
+    One pass over the rows. Symmetry is checked exactly on two random integer vectors r:
+    A r == A^T r (int64, no rounding); an asymmetric A passes with probability <= 2^-40.
+    The errors name no statistic of the graph (no counts, no rows)."""
+    n = graph.n
+    block = block or _rows_per_block(n)
+    rng = np.random.default_rng()  # a check, not a release: the answer is the same for every draw on valid input
+    r = rng.integers(0, 1 << 20, size=(n, 2), dtype=np.int64)
+    ar = np.zeros((n, 2), dtype=np.int64)
+    atr = np.zeros((n, 2), dtype=np.int64)
+    for s in range(0, n, block):
+        rows = np.asarray(graph.rows(s, min(n, s + block)))
+        if rows.ndim != 2 or rows.shape != (min(n, s + block) - s, n):
+            raise ValueError(f"graph.rows({s}, {min(n, s + block)}) has shape {rows.shape}; expected "
+                             f"({min(n, s + block) - s}, {n}): the private graph must be an N x N adjacency")
+        if rows.dtype != np.bool_:
+            if not np.isin(rows, (0, 1)).all():
+                raise ValueError("the private graph must be a 0/1 adjacency (a simple graph); it has entries "
+                                 "other than 0 and 1 (weights or multi-edges are not supported)")
+            rows = rows.astype(bool)
+        b = rows.shape[0]
+        if rows[np.arange(b), s + np.arange(b)].any():
+            raise ValueError("the private graph has self-loops (an item linked to itself); the sensitivities "
+                             "assume a simple graph, so the diagonal must be 0")
+        ri = rows.astype(np.int64)
+        ar[s:s + b] = ri @ r
+        atr += ri.T @ r[s:s + b]
+    if not np.array_equal(ar, atr):
+        raise ValueError("the private graph is not symmetric (some edge (u, v) lacks (v, u)); edge-level "
+                         "privacy here is for undirected graphs, so the adjacency must be symmetric")
 
 
 def calibrate_rho(*, epsilon: float, delta: float) -> float:
@@ -1464,36 +1512,106 @@ def choices_statement(choices: dict, *, rank: int | None, rank_chosen_by: str | 
 # ---------------------------------------------------------------------------
 
 
-def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method: str) -> str:
-    """Plain-language statement of what is protected, printed and saved each run."""
-    lines = []
+# What no statement's guarantee covers; every statement of a private run ends with these lines.
+FLOAT_NOISE_CAVEAT = (
+    "Floating-point caveat: continuous Gaussian noise is drawn in floating point (Box-Muller on 53-bit "
+    "uniforms) and added in float64. Floating-point samplers can leak information through the low-order "
+    "bits of their outputs (Mironov, \"On Significance of the Least Significant Bits for Differential "
+    "Privacy\", CCS 2012; shown there for Laplace noise, and the same concern applies to Gaussian noise); "
+    "this implementation does not defend against that, and the guarantee above is for ideal real-valued noise.")
+NOT_COVERED = (
+    "Not covered: running time and memory (stage timings depend weakly on the private graph and are outside "
+    "the guarantee); and hyper-parameters (epsilon split, D, ranks, training settings) chosen by looking at "
+    "results computed from this private graph spend privacy budget that this statement does not count.")
+
+
+def not_private_reasons_of(release: Release) -> list[str]:
+    """The reasons, readable from the release alone, why it carries no guarantee."""
+    reasons = []
     if math.isinf(release.epsilon):
-        lines.append("NOT PRIVATE: epsilon = infinity. The statistics below were released without noise; "
-                     "this run is a non-private reference.")
-    else:
+        reasons.append("epsilon = infinity: the statistics were released without noise")
+    if not release.secure and not math.isinf(release.epsilon):
+        reasons.append("--insecure-seed: the DP noise comes from a fixed seed, and noise from a known seed is "
+                       "known noise")
+    return reasons
+
+
+def mark_not_private(statement: str, reasons) -> str:
+    """Open ``statement`` with 'NOT PRIVATE: <reasons>.' and withdraw every claim in it.
+
+    A claim 'This run satisfies (eps, delta)-differential privacy ...' becomes what the mechanism was
+    calibrated for, followed by the fact that this run does not have it; no sentence says 'satisfies'.
+    Reasons already named in an opening 'NOT PRIVATE:' line are not repeated."""
+    reasons = [r for r in dict.fromkeys(reasons) if r]
+    if not reasons:
+        return statement
+    lines = statement.splitlines()
+    if lines and lines[0].startswith("NOT PRIVATE:"):
+        first = lines.pop(0)[len("NOT PRIVATE:"):].strip().rstrip(".")
+        reasons = list(dict.fromkeys([*[p.strip() for p in first.split("; ") if p.strip()], *reasons]))
+    body = "\n".join(lines) + ("\n" if statement.endswith("\n") else "")
+    body = re.sub(r"This run satisfies (\([^)]*\)-differential privacy[^.(]*)",
+                  r"The mechanism is calibrated for \1, but this run does NOT have that guarantee (see the "
+                  r"first line)", body)
+    body = body.replace("satisfies", "would satisfy")
+    return "NOT PRIVATE: " + "; ".join(reasons) + ".\n" + body
+
+
+def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method: str,
+                      not_private: tuple[str, ...] | list[str] = ()) -> str:
+    """Plain-language statement of what is protected, printed and saved each run.
+
+    ``not_private``: further reasons (from the run's settings) why this run carries no guarantee; with
+    any reason, from the caller or from the release itself (epsilon = inf, a fixed seed), the statement
+    opens with 'NOT PRIVATE:' and claims nothing."""
+    reasons = [*not_private_reasons_of(release), *not_private]
+    inf = math.isinf(release.epsilon)
+    lines = []
+    if not reasons:
         lines.append(f"This run satisfies ({release.epsilon:g}, {release.delta:g})-differential privacy "
                      "at the edge level.")
+    elif not inf:
+        lines.append(f"Calibrated for ({release.epsilon:g}, {release.delta:g})-differential privacy at the edge "
+                     "level; this run does NOT have that guarantee (see the first line).")
+    else:
+        lines.append("This run is a non-private reference; the sections below say what a run at a finite "
+                     "epsilon would protect.")
+    protected = ("the presence or absence of any single edge of the training graph. Training labels are "
+                 "read only to build that graph, so they are protected edge by edge; changing one item's labels "
+                 "can change many edges at once, and that (node-level privacy) is NOT covered by this guarantee.")
     lines += [
         f"Dataset: {dataset}. Method: {method}. Private graph: '{graph_kind}' over {release.n_nodes} training items.",
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge "
         "(one pair of items linked or not).",
-        "Protected: the presence or absence of any single edge of the training graph. Training labels are "
-        "read only to build that graph, so they are protected edge by edge; changing one item's labels can "
-        "change many edges at once, and that (node-level privacy) is NOT covered by this guarantee.",
+        ("Protected: " + protected) if not reasons else
+        ("Would be protected by a run at a finite epsilon with secure noise (NOTHING is protected in this run): "
+         + protected.replace("this guarantee", "that guarantee")),
         "Public (not protected): item features (image and text), item identities, the train/query/database "
         "split, and everything computed from those alone (projections, clip order, candidate pairs).",
-        "Released: the noisy measurements below; the synthetic graph, hashing networks and codes are "
-        "post-processing of them and carry the same guarantee." if not math.isinf(release.epsilon) else
-        "Released: the EXACT measurements below (no noise); the synthetic graph, hashing networks and codes "
-        "are computed from them and carry NO privacy guarantee.",
     ]
+    if inf:
+        lines.append("Released: the EXACT measurements below (no noise); the synthetic graph, hashing networks and "
+                     "codes are computed from them and carry NO privacy guarantee.")
+    elif reasons:
+        lines.append("Released: the measurements below; the synthetic graph, hashing networks and codes are "
+                     "post-processing of them and carry NO privacy guarantee in this run.")
+    else:
+        lines.append("Released: the noisy measurements below; the synthetic graph, hashing networks and codes are "
+                     "post-processing of them and carry the same guarantee.")
     if release.max_degree is not None:
         lines.append(f"Degree clipping: D = {release.max_degree}, stable mutual top-D under a public order "
                      f"({release.clipped_edges_public_order}).")
     else:
         lines.append("Degree clipping: none (motif statistics use the worst-case unclipped sensitivity).")
-    noise = "exact discrete Gaussian (integer statistics)" if release.noise == "discrete" else "Gaussian"
-    if math.isinf(release.epsilon):
+    if release.noise == "discrete":
+        discrete = [m.name for m in release.measurements.values() if m.name != "bilinear"]
+        continuous = [m.name for m in release.measurements.values() if m.name == "bilinear"]
+        noise = (f"exact discrete Gaussian on the integer statistics ({', '.join(discrete) or 'none released'})"
+                 + (f"; the real-valued {', '.join(continuous)} release stays CONTINUOUS (floating-point "
+                    "Gaussian, see the caveat below)" if continuous else ""))
+    else:
+        noise = "continuous Gaussian (floating point, see the caveat below)"
+    if inf:
         lines.append("Noise: none (sigma = 0).")
     else:
         lines.append(f"Noise: {noise}, from " + ("the operating system's secure random source." if release.secure
@@ -1503,15 +1621,18 @@ def privacy_statement(release: Release, *, dataset: str, graph_kind: str, method
         where = "clipped graph" if m.clipped else "unclipped graph"
         lines.append(f"  - {m.name:<9} ({where}, {m.noisy.size} values): {m.norm} sensitivity {m.sensitivity:.6g}, "
                      f"sigma {m.sigma:.6g}, budget share {m.share:.3f}")
-    if not math.isinf(release.epsilon) and release.noise == "discrete":
+    if not inf and release.noise == "discrete":
         lines.append(f"Accounting: each measurement is Delta^2/(2 sigma^2)-zCDP (Canonne, Kamath & Steinke, "
                      f"arXiv 2004.00010, Thm. 14; Bun & Steinke, arXiv 1605.02065, Prop. 1.6); the sum "
                      f"rho = {release.mu ** 2 / 2:.6f} is converted to (epsilon, delta) by CKS Cor. 13.")
-    elif not math.isinf(release.epsilon):
+    elif not inf:
         lines.append(f"Accounting: composition of Gaussian mechanisms as mu-GDP with mu = {release.mu:.6f} "
                      "(Dong, Roth & Su, arXiv 1905.02383, Cor. 3.3), converted exactly to (epsilon, delta) by "
                      "Cor. 2.13 (Balle & Wang, arXiv 1805.06530, Thm. 8).")
-    return "\n".join(lines) + "\n"
+    if not inf:
+        lines.append(FLOAT_NOISE_CAVEAT)
+    lines.append(NOT_COVERED)
+    return mark_not_private("\n".join(lines) + "\n", reasons)
 
 
 # ===========================================================================
@@ -2290,4 +2411,5 @@ def randomized_response_statement(rr: RandomizedGraph, *, dataset: str, graph_ki
            else "a FIXED SEED (--insecure-seed): NOT SECURE."),
         "Released: the randomized adjacency; the density estimate, targets, networks and codes are post-processing.",
         "Node-level privacy (changing one item's labels) is NOT covered.",
+        NOT_COVERED,
     ]) + "\n"

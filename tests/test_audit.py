@@ -61,3 +61,26 @@ def test_attack_auc_separates_leaky_codes():
     assert evaluate.link_attack_auc(codes, pos, neg, kind="codes") > 0.99
     rand = rng.integers(0, 2, (400, 16)).astype(np.uint8)
     assert abs(evaluate.link_attack_auc(rand, pos, neg, kind="codes") - 0.5) < 0.05
+
+
+def test_audit_states_its_power_and_the_power_is_real(capsys):
+    """The printed detection threshold falls with the trial count, and an understatement above it is caught."""
+    mu = privacy.gdp_mu(epsilon=1.0, delta=1e-5)
+    ks = [dmpmh.detectable_understatement(separation=mu, epsilon=1.0, delta=1e-5, trials=t)
+          for t in (1000, 5000, 100000)]
+    assert ks[0] > ks[1] > ks[2] > 1.0 and 2.0 < ks[1] < 3.0
+    r = dmpmh.run_audit(dmpmh.AuditConfig(trials=2000, broken="understate", understate=1.5 * 2.96, seed=4),
+                        verbose=False)
+    assert r["detectable_understatement"] < 1.5 * 2.96 and r["epsilon_lower_bound"] > 1.0, r
+    assert dmpmh.main(["audit", "--trials", "200", "--n-nodes", "30"]) == 0
+    assert "power: at 200 trials per side this audit detects a sigma understated by" in capsys.readouterr().out
+    assert dmpmh.main(["audit", "--understate", "0.5"]) == 2
+
+
+def test_audit_covers_the_discrete_sampler():
+    """--noise discrete: the real mechanism stays within its claim, a 6x understated sigma is caught."""
+    ok = dmpmh.run_audit(dmpmh.AuditConfig(trials=600, n_nodes=30, noise="discrete", seed=1), verbose=False)
+    assert ok["epsilon_lower_bound"] <= ok["claimed_epsilon"], ok
+    bad = dmpmh.run_audit(dmpmh.AuditConfig(trials=600, n_nodes=30, noise="discrete", broken="understate",
+                                            understate=6.0, seed=2), verbose=False)
+    assert bad["epsilon_lower_bound"] > bad["claimed_epsilon"], bad

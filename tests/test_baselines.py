@@ -96,6 +96,9 @@ def test_sweep_is_resumable(tmp_path, capsys):
     assert "sweep cell" not in capsys.readouterr().out and cell.stat().st_mtime_ns == mtime
     md = (tmp_path / "sw" / "results.md").read_text()
     assert "| I->T | 8 | dmpmh | 1 |" in md
+    # TINY runs use --insecure-seed: every row says it is not private
+    assert all(line.endswith("| NOT PRIVATE (--insecure-seed) |") for line in md.splitlines()[2:])
+    assert "**NOT PRIVATE**" in (tmp_path / "sw" / "summary.md").read_text()
     assert (tmp_path / "sw" / "privacy_utility_I2T_8bits.png").exists()
 
 
@@ -222,4 +225,7 @@ def test_ablation_writes_table(tmp_path):
     for name in dmpmh.ABLATIONS:
         assert f"| {name} |" in md
     assert "| public-only reference (best of the four public models) |" in md
+    assert md.splitlines()[0].startswith("# Ablation") and "(NOT PRIVATE: --insecure-seed)" in md.splitlines()[0]
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "variant" not in line and "---" not in line]
+    assert all(line.endswith("| NOT PRIVATE: --insecure-seed |") for line in rows if "public-only" not in line)
     assert len(list((out / "cells").iterdir())) == len(dmpmh.ABLATIONS) + len(dmpmh.PUBLIC_VARIANTS)

@@ -25,7 +25,8 @@ def test_end_to_end_tiny(tmp_path):
     cfg = dmpmh.parse_config(TINY + ["--out-dir", str(tmp_path / "runs")])
     m = dmpmh.run(cfg)
     run_dir = m["run_dir"]
-    assert os.path.basename(run_dir).endswith("-synthetic-dmpmh")
+    # TINY uses --insecure-seed (known noise): the run is tagged NOT PRIVATE
+    assert os.path.basename(run_dir).endswith("-synthetic-dmpmh-NOT-PRIVATE")
     files = set(os.listdir(run_dir))
     assert {"config.json", "privacy.txt", "metrics.json", "metrics.md", "codes.npz", "model.pt"} <= files
     assert not [f for f in os.listdir(tmp_path / "runs") if f.startswith(".")]  # no partial dirs left

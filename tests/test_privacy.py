@@ -401,14 +401,50 @@ def test_unclipped_motifs_dense_and_sparse_paths_agree_with_loops(monkeypatch):
     for n, p in [(13, 0.6), (40, 0.5), (57, 0.9), (300, 0.01)]:
         a = np.triu(rng.random((n, n)) < p, 1)
         a = a | a.T
-        before = calls["sparse"]
-        for block in (None, 5, 16):
-            deg, tri = P.unclipped_motifs(DenseGraph(a), block=block)
-            np.testing.assert_array_equal(deg, a.sum(1))
-            np.testing.assert_array_equal(tri, tri_loops(a.astype(int)))
-        assert (calls["sparse"] > before) == (n == 300)  # only the sparse graph takes the sparse path
+        for path in ("auto", "dense", "sparse"):
+            before = calls["sparse"]
+            for block in (None, 5, 16):
+                deg, tri = P.unclipped_motifs(DenseGraph(a), block=block, path=path)
+                np.testing.assert_array_equal(deg, a.sum(1))
+                np.testing.assert_array_equal(tri, tri_loops(a.astype(int)))
+            # the path is chosen from the public N alone, never from the (private) density
+            assert (calls["sparse"] > before) == (path == "sparse")
     deg, tri = P.unclipped_motifs(DenseGraph(a), triangles=False)
     assert tri is None and (deg == a.sum(1)).all()
+    monkeypatch.setattr(P, "NAIVE_DENSE_MAX_N", 100)  # above the public size limit: sparse, whatever the density
+    before = calls["sparse"]
+    b = np.triu(rng.random((120, 120)) < 0.9, 1)
+    np.testing.assert_array_equal(P.unclipped_motifs(DenseGraph(b | b.T))[1], tri_loops((b | b.T).astype(int)))
+    assert calls["sparse"] == before + 1
+    with pytest.raises(ValueError, match="path"):
+        P.unclipped_motifs(DenseGraph(a), path="fast")
+
+
+@pytest.mark.parametrize("bad, match", [("asym", "not symmetric"), ("loop", "self-loops"), ("weights", "0/1")])
+def test_measure_refuses_a_graph_that_is_not_simple_and_undirected(bad, match):
+    rng = np.random.default_rng(3)
+    a = np.triu(rng.random((20, 20)) < 0.3, 1)
+    a = (a | a.T).astype(np.int64)
+    if bad == "asym":
+        a[2, 7], a[7, 2] = 1, 0
+    elif bad == "loop":
+        a[4, 4] = 1
+    else:
+        a[1, 3] = a[3, 1] = 2
+    z = rng.normal(size=(20, 4))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+
+    class Raw:  # rows as given: DenseGraph itself asserts a simple graph
+        n = 20
+
+        def rows(self, s, e):
+            return a[s:e]
+
+    for clip in (True, False):
+        with pytest.raises(ValueError, match=match):
+            P.measure(Raw(), z, epsilon=1.0, delta=1e-6, max_degree=3, clip=clip,
+                      shares={"degrees": 0.5, "bilinear": 0.5}, source=P.NoiseSource(insecure_seed=0, quiet=True))
+    P.check_simple_graph(DenseGraph(np.triu(a.astype(bool) & False)))  # the empty graph is simple
 
 
 def test_sensitivity_functions_known_values():
