@@ -25,8 +25,10 @@ def test_interaction_graph_is_sparse_scale_free_and_tied_to_the_labels():
     lab = _labels()
     a = data.interaction_graph(lab, seed=0)
     deg = a.sum(1)
-    assert 0.005 < a.mean() < 0.1                      # sparse
-    assert deg.max() > 8 * np.median(deg)              # popular items are hubs
+    assert 0.005 < a.mean() < 0.15                     # sparse (12 frequent labels here: denser than real data)
+    assert deg.max() > 4 * np.median(deg)              # popular items are hubs (power-law popularity, shape 2.5)
+    heavier = data.interaction_graph(lab, seed=0, popularity_shape=1.2).sum(1)
+    assert heavier.max() / np.median(heavier) > deg.max() / np.median(deg)  # the shape sets the tail
     share = (lab @ lab.T) > 0
     # interest sessions link items of one label; nuisance sessions (20%) do not
     assert share[a].mean() > share[~np.eye(1500, dtype=bool)].mean() + 0.3
