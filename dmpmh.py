@@ -1583,6 +1583,7 @@ ABLATIONS = {
     "- cross-modal alignment": {"w_alignment": 0.0},
     "- public prior": {"public_prior": "none"},
     "- rank rule (full rank r)": {"fit_rank": "proj_dim"},
+    "- targets rule (calibrated)": {"targets": "calibrated"},
     "- pair-balance rule (off)": {"pair_balance": "false"},
 }
 

@@ -175,3 +175,31 @@ def test_a_graph_of_random_edges_does_no_harm(tmp_path):
         assert dm["synthesis"]["use_private"] is False and dm["synthesis"]["fit_rank"] == 0
         for task, r in pub["retrieval"].items():
             assert dm["retrieval"][task]["map"] >= r["map"] - 0.01, (density, task)
+
+
+def _synth(z, w, c):
+    return privacy.SyntheticGraph(z=z, w=w, c=c, support=np.zeros((0, 2), dtype=np.int64), q=np.zeros(0),
+                                  report={"rank": 2, "rank_search": {}})
+
+
+def test_prior_lift_is_a_rank_comparison_and_sets_the_targets():
+    z = _z(n=400, r=16)
+    w = np.zeros((16, 16))
+    w[0, 0] = w[1, 1] = 1.0
+    score = z @ w @ z.T
+    np.fill_diagonal(score, -np.inf)
+    iu = np.triu_indices(400, 1)
+    order = np.argsort(-score[iu])
+    aligned = np.stack([iu[0][order[:2000]], iu[1][order[:2000]]], 1)     # the fit's own top pairs
+    rng = np.random.default_rng(0)
+    unrelated = np.stack([iu[0][rng.permutation(len(order))[:2000]], iu[1][rng.permutation(len(order))[:2000]]], 1)
+    for scale in (1.0, 0.05):  # a fit shrunk 20x by noise ranks pairs the same: the lift must not move
+        on = privacy.training_choices(_synth(z, scale * w, 0.3), prior_pairs=aligned)
+        off = privacy.training_choices(_synth(z, scale * w, 0.3), prior_pairs=unrelated)
+        assert on["prior_lift"] > privacy.PRIOR_LIFT > off["prior_lift"]
+        assert on["public_prior"] and on["targets"] == "soft"            # prior beside: soft targets
+        assert not off["public_prior"] and off["targets"] == "calibrated"  # dense graph alone: calibrated
+    sparse = privacy.training_choices(_synth(z, w, 0.02), prior_pairs=unrelated)
+    assert sparse["public_prior"] and sparse["pair_balance"] and sparse["targets"] == "soft"
+    explicit = privacy.training_choices(_synth(z, w, 0.02), targets="calibrated", prior_pairs=unrelated)
+    assert explicit["targets"] == "calibrated" and explicit["targets_because"] == "explicit"
