@@ -655,8 +655,12 @@ def run(cfg: Config) -> dict:
             density = true_density(graph)
             sparse = density < privacy.SPARSE_DENSITY
             knn_pairs = privacy.public_support(z, k=cfg.knn_k)
-            lifted = density > 0 and graph.has_edge(knn_pairs[:, 0], knn_pairs[:, 1]).mean() / density >= privacy.PRIOR_LIFT
-            use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and (sparse or lifted))
+            edges, moments = privacy._edge_count_and_bilinear(graph, z)  # exact: NOT PRIVATE, never printed
+            zz = z.astype(np.float64)
+            centred = moments - density * (np.outer(zz.sum(0), zz.sum(0)) - zz.T @ zz)
+            agrees = privacy.prior_agreement(z, centred, knn_pairs) >= privacy.PRIOR_AGREEMENT
+            del edges, moments, centred
+            use_prior = cfg.public_prior == "knn" or (cfg.public_prior == "auto" and agrees)
             if cfg.pair_balance == "auto":
                 pair_balance = sparse
             statement = ("It is a reference, and its outputs must not be released.\n" + privacy.NOT_COVERED + "\n")

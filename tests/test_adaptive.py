@@ -179,27 +179,42 @@ def test_a_graph_of_random_edges_does_no_harm(tmp_path):
 
 def _synth(z, w, c):
     return privacy.SyntheticGraph(z=z, w=w, c=c, support=np.zeros((0, 2), dtype=np.int64), q=np.zeros(0),
-                                  report={"rank": 2, "rank_search": {}})
+                                  report={"rank": 2, "fit_block": len(w), "rank_search": {}})
 
 
-def test_prior_lift_is_a_rank_comparison_and_sets_the_targets():
+def test_prior_agreement_decides_the_prior_and_the_targets():
     z = _z(n=400, r=16)
-    w = np.zeros((16, 16))
-    w[0, 0] = w[1, 1] = 1.0
-    score = z @ w @ z.T
-    np.fill_diagonal(score, -np.inf)
-    iu = np.triu_indices(400, 1)
-    order = np.argsort(-score[iu])
-    aligned = np.stack([iu[0][order[:2000]], iu[1][order[:2000]]], 1)     # the fit's own top pairs
-    rng = np.random.default_rng(0)
-    unrelated = np.stack([iu[0][rng.permutation(len(order))[:2000]], iu[1][rng.permutation(len(order))[:2000]]], 1)
-    for scale in (1.0, 0.05):  # a fit shrunk 20x by noise ranks pairs the same: the lift must not move
-        on = privacy.training_choices(_synth(z, scale * w, 0.3), prior_pairs=aligned)
-        off = privacy.training_choices(_synth(z, scale * w, 0.3), prior_pairs=unrelated)
-        assert on["prior_lift"] > privacy.PRIOR_LIFT > off["prior_lift"]
-        assert on["public_prior"] and on["targets"] == "soft"            # prior beside: soft targets
-        assert not off["public_prior"] and off["targets"] == "calibrated"  # dense graph alone: calibrated
-    sparse = privacy.training_choices(_synth(z, w, 0.02), prior_pairs=unrelated)
-    assert sparse["public_prior"] and sparse["pair_balance"] and sparse["targets"] == "soft"
-    explicit = privacy.training_choices(_synth(z, w, 0.02), targets="calibrated", prior_pairs=unrelated)
+    pairs = privacy.public_support(z, k=10)
+    w_prior = np.zeros((16, 16))
+    w_prior[:4, :4] = np.eye(4)                       # links along the leading public directions, as the kNN prior
+    w_other = np.zeros((16, 16))
+    w_other[0, 5] = w_other[5, 0] = 1.0               # links along a pairing the public kNN graph does not make
+    for scale in (1.0, 0.05):                         # a fit shrunk 20x by the noise: the cosine must not move
+        on = privacy.training_choices(_synth(z, scale * w_prior, 0.3), prior_pairs=pairs)
+        off = privacy.training_choices(_synth(z, scale * w_other, 0.3), prior_pairs=pairs)
+        assert on["prior_agreement"] > privacy.PRIOR_AGREEMENT > off["prior_agreement"], (on, off)
+        assert on["public_prior"] and on["targets"] == "soft"              # beside the prior: soft
+        assert not off["public_prior"] and off["targets"] == "calibrated"  # dense, alone: calibrated
+    sparse = privacy.training_choices(_synth(z, w_other, 0.02), prior_pairs=pairs)
+    assert not sparse["public_prior"] and sparse["pair_balance"] and sparse["targets"] == "soft"
+    explicit = privacy.training_choices(_synth(z, w_other, 0.02), targets="calibrated", prior_pairs=pairs)
     assert explicit["targets"] == "calibrated" and explicit["targets_because"] == "explicit"
+    none_kept = privacy.SyntheticGraph(z=z, w=np.zeros((16, 16)), c=0.3, support=np.zeros((0, 2), dtype=np.int64),
+                                       q=np.zeros(0), report={"rank": 0, "rank_search": {}})
+    nothing = privacy.training_choices(none_kept, prior_pairs=pairs)
+    assert not nothing["use_private"] and nothing["public_prior"] and nothing["pair_balance"]
+
+
+def test_prior_agreement_is_a_cosine():
+    z = _z(n=200, r=8)
+    pairs = privacy.public_support(z, k=5)
+    zz = z.astype(np.float64)
+    n = len(z)
+    p = np.zeros((n, n))
+    p[pairs[:, 0], pairs[:, 1]] = p[pairs[:, 1], pairs[:, 0]] = 1
+    cp = p.sum() / (n * (n - 1))
+    ref = zz.T @ (p - cp * (np.ones((n, n)) - np.eye(n))) @ zz   # the prior's centred moments, written out densely
+    assert privacy.prior_agreement(z, ref, pairs) == pytest.approx(1.0)
+    assert privacy.prior_agreement(z, -ref, pairs) == pytest.approx(-1.0)
+    assert privacy.prior_agreement(z, 3 * ref[:4, :4], pairs, k=4) == pytest.approx(1.0)
+    assert np.isnan(privacy.prior_agreement(z, np.zeros((8, 8)), pairs))
