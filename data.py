@@ -458,16 +458,104 @@ def split_sizes(name: str, n: int) -> tuple[int, int]:
 
 
 def make_split(n: int, *, n_query: int, n_train: int, protocol: str, seed: int) -> Split:
+    """A seeded split. Inductive: query, train and database disjoint, so n_query + n_train < N. Standard:
+    the database is every non-query item and holds the training items, so n_query + n_train <= N (with
+    equality the database is the training set, as published tables build it)."""
     if protocol not in ("inductive", "standard"):
         raise DataError(f"unknown protocol '{protocol}'; choose inductive or standard")
-    if n_query < 1 or n_train < 2 or n_query + n_train >= n:
-        raise DataError(f"split sizes n_query={n_query}, n_train={n_train} do not fit {n} items")
+    room = n if protocol == "standard" else n - 1  # inductive keeps at least one database item of its own
+    if n_query < 1 or n_train < 2 or n_query + n_train > room:
+        need = ("n_query + n_train <= N under --protocol standard" if protocol == "standard" else
+                "n_query + n_train < N under the inductive protocol (the database is the rest), or "
+                "--protocol standard, where n_query + n_train <= N")
+        raise DataError(f"split sizes n_query={n_query}, n_train={n_train} do not fit {n} items; need n_query >= 1, "
+                        f"n_train >= 2 and {need}")
     perm = np.random.default_rng(seed).permutation(n)
     query = np.sort(perm[:n_query])
     train = np.sort(perm[n_query:n_query + n_train])
     rest = perm[n_query + n_train:]
     database = np.sort(rest if protocol == "inductive" else perm[n_query:])
     return Split(query=query, train=train, database=database, protocol=protocol)
+
+
+SPLIT_FILE_FORMAT = ("an .npz with three 1-D integer arrays 'query', 'train' and 'database' of item indices "
+                     "0..N-1 in the dataset's order (np.savez(path, query=q, train=t, database=d))")
+
+
+def file_sha256(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_split_file(path: str, *, protocol: str) -> dict[str, np.ndarray]:
+    """Read and check ``--split-file`` without the dataset: every rule but the index range.
+
+    Returns the sorted int64 arrays 'query', 'train', 'database'. Rules, each a DataError naming the file:
+    an .npz archive holding the three arrays; each 1-D, of an integer dtype, non-empty, no index twice,
+    no negative index; query disjoint from train and from database; under the inductive protocol train
+    disjoint from database too (``--protocol standard`` lets train lie inside the database). The split
+    is public, so messages may name indices.
+    """
+    where = f"--split-file {path}"
+    if not os.path.exists(path):
+        raise DataError(f"{where}: no such file; expected {SPLIT_FILE_FORMAT}")
+    try:
+        d = open_npz(path, SPLIT_FILE_FORMAT)
+    except DataError as e:
+        raise DataError(f"--split-file {e}") from None
+    with d:
+        missing = [k for k in ("query", "train", "database") if k not in d.files]
+        if missing:
+            raise DataError(f"{where}: has no array {', '.join(repr(k) for k in missing)} (it has {sorted(d.files)}); "
+                            f"expected {SPLIT_FILE_FORMAT}")
+        arrays = {k: npz_array(d, k, path, SPLIT_FILE_FORMAT) for k in ("query", "train", "database")}
+    out = {}
+    for k, a in arrays.items():
+        if a.ndim != 1:
+            raise DataError(f"{where}: '{k}' has shape {a.shape}; expected a 1-D array of item indices "
+                            f"(e.g. save {k}.ravel())")
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+            raise DataError(f"{where}: '{k}' has dtype {a.dtype}; expected integer item indices (a boolean mask "
+                            f"becomes indices with np.flatnonzero(mask); whole floats with .astype(np.int64))")
+        if a.size == 0:
+            raise DataError(f"{where}: '{k}' is empty; every part of the split needs at least one item")
+        if (a < 0).any():
+            raise DataError(f"{where}: '{k}' holds a negative index ({int(a.min())}); expected item indices "
+                            "0..N-1")
+        s = np.sort(a.astype(np.int64))
+        dup = s[1:][s[1:] == s[:-1]]
+        if len(dup):
+            raise DataError(f"{where}: '{k}' lists item {int(dup[0])} more than once; expected distinct indices "
+                            f"(np.unique({k}))")
+        out[k] = s
+    pairs = [("query", "train"), ("query", "database")] + ([("train", "database")] if protocol != "standard" else [])
+    for a, b in pairs:
+        both = np.intersect1d(out[a], out[b])
+        if len(both):
+            extra = (" under the inductive protocol (use --protocol standard if the training items belong in the "
+                     "database)" if (a, b) == ("train", "database") else "")
+            raise DataError(f"{where}: '{a}' and '{b}' share {len(both)} item(s) (first: {int(both[0])}); they "
+                            f"must be disjoint{extra}")
+    return out
+
+
+def load_split_file(path: str, n: int, *, protocol: str) -> Split:
+    """``--split-file`` as a Split over a dataset of ``n`` items (``read_split_file`` plus the index range)."""
+    a = read_split_file(path, protocol=protocol)
+    for k, v in a.items():
+        if v[-1] >= n:
+            hint = (" (indices are 0-based: a 1-based file, e.g. from MATLAB, needs idx - 1)"
+                    if v[-1] == n else "")
+            raise DataError(f"--split-file {path}: '{k}' holds index {int(v[-1])}, but the dataset has N = {n} "
+                            f"items, indexed 0..{n - 1}{hint}")
+    if len(a["train"]) < 2:
+        raise DataError(f"--split-file {path}: 'train' has 1 item; training needs at least 2")
+    return Split(query=a["query"], train=a["train"], database=a["database"], protocol=protocol)
 
 
 # ---------------------------------------------------------------------------
