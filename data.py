@@ -330,35 +330,100 @@ def _loadtxt(path: str, dtype, ndmin: int, expected: str) -> np.ndarray:
                         f"expected {expected}") from None
 
 
+TEXT_CHUNK_ROWS = 16384  # rows per block when streaming a text matrix (AllTags1k.txt, Normalized_*.dat)
+
+
+def _loadtxt_rows(path: str, keep: np.ndarray, dtype, expected: str, count_of: str) -> np.ndarray:
+    """The rows ``keep`` (a bool mask over all rows) of a whitespace-separated text matrix, read in blocks of
+    TEXT_CHUNK_ROWS lines: peak memory is the output plus one block. The file must have ``len(keep)`` rows
+    (``count_of`` names the file that set that count)."""
+    import itertools
+    out, at, row = None, 0, 0
+    try:
+        with open(path) as f:
+            while True:
+                lines = list(itertools.islice(f, TEXT_CHUNK_ROWS))
+                if not lines:
+                    break
+                block = np.loadtxt(lines, dtype=dtype, ndmin=2)
+                if row + len(block) > len(keep):
+                    row += len(block)
+                    break
+                if out is None:
+                    out = np.empty((int(keep.sum()), block.shape[1]), dtype=dtype)
+                elif block.shape[1] != out.shape[1]:
+                    raise ValueError(f"rows of {block.shape[1]} and {out.shape[1]} numbers")
+                mine = block[keep[row:row + len(block)]]
+                out[at:at + len(mine)] = mine
+                at += len(mine)
+                row += len(block)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file cannot be read); expected {expected}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        f"expected {expected}") from None
+    if row != len(keep):
+        raise DataError(f"{path} has {'more than ' if row > len(keep) else ''}{row} rows but {count_of} has "
+                        f"{len(keep)}; every file of the layout needs one row per image")
+    return out
+
+
+def _nuswide_label_files(folder: str) -> list[str]:
+    """The ``Labels_<concept>.txt`` files of the official layout: those in ``Groundtruth/AllLabels/``.
+
+    The release also ships ``Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt`` / ``_Test.txt``
+    (its own train/test split, with other row counts); they are ignored. Without an ``AllLabels`` folder,
+    any ``Labels_<concept>.txt`` that is not a ``_Train``/``_Test`` file is read."""
+    found = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
+    if not found:
+        return []
+    every = [f for f in found if os.path.basename(os.path.dirname(f)) == "AllLabels"]
+    if not every:
+        every = [f for f in found if not f.endswith(("_Train.txt", "_Test.txt"))
+                 and "TrainTestLabels" not in os.path.relpath(f, folder).split(os.sep)]
+    if not every:
+        raise DataError(f"{folder}: found only the train/test label files (TrainTestLabels/Labels_<concept>_Train.txt "
+                        "and _Test.txt); the loader needs the labels of every image: Groundtruth/AllLabels/"
+                        "Labels_<concept>.txt from the official NUS-WIDE Groundtruth download")
+    dirs = sorted({os.path.dirname(f) for f in every})
+    if len(dirs) > 1:
+        raise DataError(f"{folder}: Labels_<concept>.txt files in {len(dirs)} folders ({', '.join(dirs[:3])}); "
+                        "keep one copy of Groundtruth/AllLabels below --data-dir")
+    return every
+
+
 def load_nuswide_official(folder: str) -> Dataset:
     """NUS-WIDE's official layout, reduced to TC-10 (the 10 most frequent concepts).
 
-    Looks for ``AllTags1k.txt`` (N x 1000, whitespace-separated 0/1) and
-    ``Labels_<concept>.txt`` (N lines of 0/1) anywhere below ``folder``, and one
-    optional low-level feature file (``Normalized_*.dat`` or ``BoW_int.dat``).
-    Items with none of the 10 concepts are dropped, as in TC-10.
+    Looks for ``AllTags1k.txt`` (N x 1000, whitespace-separated 0/1; ``NUS_WID_Tags/`` in the release)
+    and the ``Labels_<concept>.txt`` files of ``Groundtruth/AllLabels/`` (N lines of 0/1 each; the
+    ``Groundtruth/TrainTestLabels/`` files are ignored: ``_nuswide_label_files``) anywhere below
+    ``folder``, and one optional low-level feature file (``Normalized_*.dat`` or ``BoW_int.dat``).
+    Items with none of the 10 concepts are dropped, as in TC-10. The labels are read first; the tag and
+    feature matrices are then streamed in blocks of lines, keeping only the TC-10 rows.
     """
-    tags = glob.glob(os.path.join(folder, "**", "AllTags1k.txt"), recursive=True)
-    lab_files = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
+    tags = sorted(glob.glob(os.path.join(folder, "**", "AllTags1k.txt"), recursive=True))
+    lab_files = _nuswide_label_files(folder)
     if not tags or not lab_files:
         raise FileNotFoundError
-    text = _loadtxt(tags[0], np.float32, 2, "whitespace-separated 0/1 tag counts, one row per item")
     cols = [_loadtxt(f, np.uint8, 1, "one 0/1 per line, one line per item") for f in lab_files]
-    if any(len(c) != len(text) for c in cols):
-        raise DataError(f"NUS-WIDE label files in {folder} disagree with AllTags1k.txt on the item count")
+    if any(len(c) != len(cols[0]) for c in cols):
+        counts = sorted({len(c) for c in cols})
+        raise DataError(f"NUS-WIDE label files in {os.path.dirname(lab_files[0])} disagree on the item count "
+                        f"({counts[0]} to {counts[-1]} lines); each Labels_<concept>.txt holds one line per image")
     labels = np.stack(cols, 1)
+    del cols
     top = np.argsort(-labels.sum(0), kind="stable")[:10]
     labels = labels[:, np.sort(top)]
     keep = labels.sum(1) > 0
+    first = os.path.relpath(lab_files[0], folder)
+    text = _loadtxt_rows(tags[0], keep, np.float32, "whitespace-separated 0/1 tag counts, one row per item", first)
     image = None
     feat = sorted(glob.glob(os.path.join(folder, "**", "Normalized_*.dat"), recursive=True)
                   + glob.glob(os.path.join(folder, "**", "BoW_int.dat"), recursive=True))
     if feat:
-        image = _loadtxt(feat[0], np.float32, 2, "whitespace-separated numbers, one row per item")
-        if len(image) != len(text):
-            raise DataError(f"{feat[0]} has {len(image)} rows but AllTags1k.txt has {len(text)}")
-        image = image[keep]
-    return validate(Dataset(name="nuswide", text=text[keep], image=image, labels=labels[keep], source=folder))
+        image = _loadtxt_rows(feat[0], keep, np.float32, "whitespace-separated numbers, one row per item", first)
+    return validate(Dataset(name="nuswide", text=text, image=image, labels=labels[keep], source=folder))
 
 
 def _missing_message(name: str, folder: str) -> str:
