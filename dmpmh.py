@@ -645,6 +645,11 @@ def run(cfg: Config) -> dict:
                      data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k, seed=cfg.seed))
         del edges
         z = data.public_projection(ds, split.train, dim=cfg.proj_dim)
+        if z.shape[1] < cfg.proj_dim:  # a public fact (feature widths, training-set size); say it, don't hide it
+            width = sum(getattr(ds, v).shape[1] for v in ds.views)
+            print(f"  public projection rank r = {z.shape[1]}, capped from --proj-dim {cfg.proj_dim}: the public "
+                  f"features have {width} dimensions over {len(split.train)} training items (the bilinear moments "
+                  f"are {z.shape[1]} x {z.shape[1]})", flush=True)
         if cfg.attack_eval_not_private:
             print("WARNING: --attack-eval-not-private: the link-attack AUC is computed on the true private "
                   "graph and is NOT differentially private; do not publish it as part of a release.",
@@ -777,6 +782,7 @@ def run(cfg: Config) -> dict:
         metrics["chance_map"] = evaluate.chance_map(*truth[primary][1:])
         if split_record:
             metrics["split"] = split_record
+        metrics["public_projection"] = {"proj_dim": cfg.proj_dim, "rank": int(z.shape[1])}  # public
         metrics["retrieval_speed"] = retrieval_speed(qc[ds.views[0]], dc[ds.views[0]])
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone
