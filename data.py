@@ -180,7 +180,36 @@ KNOWN = {
 }
 
 
-def _read_mat(path: str, key: str) -> np.ndarray:
+STREAM_CHUNK_BYTES = 64 << 20  # bytes of a large array read at a time (raw images, features): peak memory
+                                # is the output plus about this much, not the whole array
+
+
+class _MatlabH5:
+    """A MATLAB v7.3 (HDF5) variable seen in MATLAB's dimension order, read in slabs.
+
+    HDF5 stores MATLAB's column-major arrays with the dimensions reversed, so h5py's shape (a, b, c, d)
+    is MATLAB's d x c x b x a. ``slab(axis, start, stop)`` reads the items start:stop of one MATLAB
+    axis and nothing else; ``np.asarray`` reads it all (for the small arrays: labels, tags)."""
+
+    def __init__(self, dset):
+        self.dset = dset
+        self.shape = tuple(reversed(dset.shape))
+        self.ndim = len(self.shape)
+        self.dtype = dset.dtype
+
+    def slab(self, axis: int, start: int, stop: int) -> np.ndarray:
+        idx = [slice(None)] * self.ndim
+        idx[self.ndim - 1 - axis] = slice(start, stop)
+        return np.asarray(self.dset[tuple(idx)]).T
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.dset).T
+        return a if dtype is None else a.astype(dtype)
+
+
+def _read_mat(path: str, key: str, convert=np.asarray):
+    """``convert`` applied to the variable ``key`` while the file is open: an ndarray for v5/v7 files
+    (scipy.io reads them whole), a ``_MatlabH5`` view for v7.3 (HDF5) files, read in slabs on demand."""
     with open(path, "rb") as f:
         head = f.read(128)
     if b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n":
@@ -193,28 +222,116 @@ def _read_mat(path: str, key: str) -> np.ndarray:
         with h5py.File(path, "r") as f:
             if key not in f:
                 raise DataError(f"{path} has no key '{key}' (keys: {sorted(f.keys())})")
-            arr = np.asarray(f[key])
-        return arr.T  # HDF5 stores MATLAB arrays in column-major order
+            return convert(_MatlabH5(f[key]))
     from scipy.io import loadmat
     m = loadmat(path)
     if key not in m:
         raise DataError(f"{path} has no key '{key}' (keys: {sorted(k for k in m if not k.startswith('__'))})")
-    return np.asarray(m[key])
+    return convert(np.asarray(m[key]))
 
 
-def _image_view(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Feature vectors pass through; raw images (4-D) become thumbnails + features."""
-    if arr.ndim == 2:
-        return arr.astype(np.float32), None
-    if arr.ndim != 4:
-        raise DataError(f"image array has shape {arr.shape}; expected (N, d) features or (N, 3, H, W) images")
-    if arr.shape[1] == 3 and arr.shape[-1] != 3:
-        arr = arr.transpose(0, 2, 3, 1)
+def _slab(src, axis: int, start: int, stop: int) -> np.ndarray:
+    """Items start:stop along ``axis`` of an ndarray, a ``_MatlabH5`` view or an ``_NpyStream``."""
+    if hasattr(src, "slab"):
+        return src.slab(axis, start, stop)
+    return np.asarray(src[(slice(None),) * axis + (slice(start, stop),)])
+
+
+def _item_axis(shape: tuple, n_items: int | None) -> int:
+    """The axis that indexes items: the first, or the last when only it matches ``n_items`` (MATLAB's
+    H x W x 3 x N image stacks)."""
+    if n_items is None or shape[0] == n_items:
+        return 0
+    if shape[-1] == n_items:
+        return len(shape) - 1
+    raise DataError(f"image array has shape {shape}, and neither its first nor its last axis has one entry per "
+                    f"item ({n_items} items in the labels)")
+
+
+def _image_view(src, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature vectors pass through as float32; raw images (4-D) become 32x32 thumbnails + pixel features.
+
+    ``src`` is an ndarray, a ``_MatlabH5`` view or an ``_NpyStream``; it is read in slabs of items of
+    about STREAM_CHUNK_BYTES, so peak memory is the output plus one slab. Images are N x 3 x H x W,
+    N x H x W x 3 or (MATLAB's stacks) H x W x 3 x N; the item axis is the one with ``n_items`` entries.
+    """
+    shape = tuple(src.shape)
+    if len(shape) not in (2, 4):
+        raise DataError(f"image array has shape {shape}; expected (N, d) features or (N, 3, H, W) images")
+    ax = _item_axis(shape, n_items)
+    n = shape[ax]
+    per_item = max(1, int(np.prod(shape)) // max(n, 1) * np.dtype(src.dtype).itemsize)
+    rows = max(1, STREAM_CHUNK_BYTES // per_item)
+    if len(shape) == 2:
+        feats = np.empty((n, shape[1 - ax]), dtype=np.float32)
+        for s in range(0, n, rows):
+            blk = _slab(src, ax, s, min(n, s + rows))
+            feats[s:s + rows] = blk.T if ax == 1 else blk
+        return feats, None
+    rest = [a for a in range(4) if a != ax]
+    channel = rest[-1] if shape[rest[-1]] == 3 else rest[0] if shape[rest[0]] == 3 else None
+    if channel is None:
+        raise DataError(f"image array has shape {shape}; expected 3 colour channels next to the two image axes")
+    order = (ax, *[a for a in rest if a != channel], channel)  # -> items x H x W x 3
     from PIL import Image
-    thumbs = np.stack([np.asarray(Image.fromarray(np.asarray(a, dtype=np.uint8)).resize((32, 32)))
-                       for a in arr])
-    feats = thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
+    thumbs = np.empty((n, 32, 32, 3), dtype=np.uint8)
+    for s in range(0, n, rows):
+        blk = np.transpose(_slab(src, ax, s, min(n, s + rows)), order)
+        for i, a in enumerate(blk):
+            thumbs[s + i] = np.asarray(Image.fromarray(np.asarray(a, dtype=np.uint8)).resize((32, 32)))
+        del blk
+    feats = thumbs.reshape(n, -1).astype(np.float32) / 255.0
     return feats, thumbs
+
+
+class _NpyStream:
+    """One C-order array of an .npz, read front to back in slabs of rows (axis 0).
+
+    The archive member is streamed through zipfile (stored or deflated alike), so peak memory is one
+    slab, not the array; np.load cannot memory-map a member of an .npz (it ignores mmap_mode there).
+    The member's CRC is checked when the last slab has been read. ``open`` returns None where the
+    format does not allow it (Fortran order, object dtype, .npy version 3): then the array is read whole.
+    """
+
+    def __init__(self, zf, member, shape, dtype):
+        self._zf, self._f = zf, member
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+        self._row = int(np.prod(shape[1:])) * dtype.itemsize
+        self._at = 0
+
+    @classmethod
+    def open(cls, path: str, key: str):
+        import zipfile
+        zf = zipfile.ZipFile(path)
+        try:
+            member = zf.open(key + ".npy")
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(member)
+            if fortran or dtype.hasobject or len(shape) == 0:
+                raise ValueError
+        except Exception:  # not streamable: the caller reads the array whole (and reports what is wrong)
+            zf.close()
+            return None
+        return cls(zf, member, tuple(shape), dtype)
+
+    def slab(self, axis: int, start: int, stop: int) -> np.ndarray:
+        if axis != 0 or start != self._at:
+            raise ValueError("an .npz member is read front to back along its first axis")
+        want = (stop - start) * self._row
+        buf = self._f.read(want)
+        if len(buf) != want:
+            raise EOFError("the array ends early")
+        self._at = stop
+        if stop == self.shape[0]:
+            self._f.read()  # reaching the end checks the member's CRC (zipfile raises BadZipFile)
+        return np.frombuffer(buf, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
+
+    def close(self) -> None:
+        self._f.close()
+        self._zf.close()
 
 
 NPZ_DATASET_FORMAT = "an .npz archive (np.savez) with arrays 'labels' and at least one of 'text', 'image'"
@@ -271,12 +388,15 @@ def load_npz(path: str, name: str | None = None) -> Dataset:
         # front (require_labels), and LabelStore refuses to build a label graph without labels
         if "text" not in files and "image" not in files:
             raise DataError(f"{path}: must hold 'labels' and at least one of 'text', 'image'; it has {files}")
-        arrays = {k: npz_array(d, k, path) for k in ("image", "text", "labels") if k in files}
+        arrays = {k: npz_array(d, k, path) for k in ("text", "labels") if k in files}
+    image, raw = None, None
     try:
         for k in ("image", "text"):
             if k in arrays and not (np.issubdtype(arrays[k].dtype, np.number) or arrays[k].dtype == np.bool_):
                 raise DataError(f"array '{k}' has dtype {arrays[k].dtype}; expected numbers")
-        image, raw = _image_view(arrays["image"]) if "image" in arrays else (None, None)
+        if "image" in files:  # streamed in slabs where the format allows (raw images can be many GB)
+            n_items = next((len(arrays[k]) for k in ("labels", "text") if k in arrays), None)
+            image, raw = _npz_image(path, n_items)
         text = arrays["text"].astype(np.float32) if "text" in arrays else None
         ds = Dataset(name=name or os.path.splitext(os.path.basename(path))[0], text=text, image=image,
                      labels=arrays.get("labels"), raw_images=raw, source=path)
@@ -286,13 +406,35 @@ def load_npz(path: str, name: str | None = None) -> Dataset:
         raise DataError(msg if msg.startswith(path) else f"{path}: {msg}") from None
 
 
-def _read_mat_checked(path: str, key: str) -> np.ndarray:
+def _npz_image(path: str, n_items: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The 'image' array of an .npz through ``_image_view``, streamed by ``_NpyStream`` where it can be."""
+    import zipfile
+    import zlib
+    stream = _NpyStream.open(path, "image")
+    if stream is None:
+        with open_npz(path) as d:
+            arr = npz_array(d, "image", path)
+    else:
+        arr = stream
+    try:
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DataError(f"array 'image' has dtype {arr.dtype}; expected numbers")
+        return _image_view(arr, n_items)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path}: the array 'image' cannot be read (a corrupt or truncated archive; "
+                        f"{type(e).__name__}); expected {NPZ_DATASET_FORMAT}") from None
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _read_mat_checked(path: str, key: str, convert=np.asarray):
     """_read_mat with every read failure as one DataError naming the file and what was expected."""
     expected = f"a MATLAB .mat file (v5/v7, or v7.3 with h5py) holding the array '{key}'"
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder; expected {expected}")
     try:
-        return _read_mat(path, key)
+        return _read_mat(path, key, convert)
     except DataError:
         raise
     except PermissionError:
@@ -310,8 +452,9 @@ def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
     try:
         if text is not None:
             text = text.astype(np.float32)
-        if os.path.exists(paths["i"]):
-            image, raw = _image_view(_read_mat_checked(paths["i"], "IAll"))
+        if os.path.exists(paths["i"]):  # v7.3 raw images are streamed in slabs, never read whole
+            image, raw = _read_mat_checked(paths["i"], "IAll",
+                                           lambda src: _image_view(src, n_items=labels.shape[0]))
         ds = Dataset(name=name, text=text, image=image, labels=labels, raw_images=raw, source=folder)
         return validate(ds)
     except (TypeError, ValueError) as e:
