@@ -248,26 +248,35 @@ def _item_axis(shape: tuple, n_items: int | None) -> int:
                     f"item ({n_items} items in the labels)")
 
 
+def _feature_rows(src) -> np.ndarray:
+    """A 2-D feature array (items x d) as float32, converted in slabs of about STREAM_CHUNK_BYTES items:
+    no whole-array temporary (a v7.3 variable is read slab by slab). A row count that disagrees with
+    the labels is left to ``validate``, which names both counts."""
+    n, d = src.shape
+    rows = max(1, STREAM_CHUNK_BYTES // max(1, d * np.dtype(src.dtype).itemsize))
+    feats = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, rows):
+        feats[s:s + rows] = _slab(src, 0, s, min(n, s + rows))
+    return feats
+
+
 def _image_view(src, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Feature vectors pass through as float32; raw images (4-D) become 32x32 thumbnails + pixel features.
+    """Feature vectors (N x d) pass through as float32; raw images (4-D) become 32x32 thumbnails + pixel
+    features.
 
     ``src`` is an ndarray, a ``_MatlabH5`` view or an ``_NpyStream``; it is read in slabs of items of
     about STREAM_CHUNK_BYTES, so peak memory is the output plus one slab. Images are N x 3 x H x W,
     N x H x W x 3 or (MATLAB's stacks) H x W x 3 x N; the item axis is the one with ``n_items`` entries.
     """
     shape = tuple(src.shape)
-    if len(shape) not in (2, 4):
+    if len(shape) == 2:
+        return _feature_rows(src), None
+    if len(shape) != 4:
         raise DataError(f"image array has shape {shape}; expected (N, d) features or (N, 3, H, W) images")
     ax = _item_axis(shape, n_items)
     n = shape[ax]
     per_item = max(1, int(np.prod(shape)) // max(n, 1) * np.dtype(src.dtype).itemsize)
     rows = max(1, STREAM_CHUNK_BYTES // per_item)
-    if len(shape) == 2:
-        feats = np.empty((n, shape[1 - ax]), dtype=np.float32)
-        for s in range(0, n, rows):
-            blk = _slab(src, ax, s, min(n, s + rows))
-            feats[s:s + rows] = blk.T if ax == 1 else blk
-        return feats, None
     rest = [a for a in range(4) if a != ax]
     channel = rest[-1] if shape[rest[-1]] == 3 else rest[0] if shape[rest[0]] == 3 else None
     if channel is None:
@@ -280,7 +289,8 @@ def _image_view(src, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray
         for i, a in enumerate(blk):
             thumbs[s + i] = np.asarray(Image.fromarray(np.asarray(a, dtype=np.uint8)).resize((32, 32)))
         del blk
-    feats = thumbs.reshape(n, -1).astype(np.float32) / 255.0
+    feats = thumbs.reshape(n, -1).astype(np.float32)
+    feats /= 255.0  # in place: no second N x 3,072 float temporary
     return feats, thumbs
 
 
@@ -447,11 +457,12 @@ def _read_mat_checked(path: str, key: str, convert=np.asarray):
 def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
     paths = {k: os.path.join(folder, f"{prefix}-{k}all.mat") for k in ("i", "y", "l")}
     labels = _read_mat_checked(paths["l"], "LAll")
-    text = _read_mat_checked(paths["y"], "YAll") if os.path.exists(paths["y"]) else None
+    text = None
+    if os.path.exists(paths["y"]):  # float32 rows; v7.3 read in slabs (NUS-WIDE's tags are N x 1000)
+        text = _read_mat_checked(paths["y"], "YAll", lambda src: _feature_rows(src) if len(src.shape) == 2
+                                 else np.asarray(src))
     image, raw = (None, None)
     try:
-        if text is not None:
-            text = text.astype(np.float32)
         if os.path.exists(paths["i"]):  # v7.3 raw images are streamed in slabs, never read whole
             image, raw = _read_mat_checked(paths["i"], "IAll",
                                            lambda src: _image_view(src, n_items=labels.shape[0]))

@@ -156,10 +156,10 @@ def test_v73_raw_images_are_streamed_and_equal_the_whole_read(tmp_path, monkeypa
     monkeypatch.setattr(data, "STREAM_CHUNK_BYTES", 8 * 40 * 44 * 3)  # 8 images a slab: 5 slabs, the last short
     reads = []
     slab = data._MatlabH5.slab
-    monkeypatch.setattr(data._MatlabH5, "slab", lambda self, *a: reads.append(a) or slab(self, *a))
+    monkeypatch.setattr(data._MatlabH5, "slab", lambda self, *a: reads.append((self.ndim, a)) or slab(self, *a))
     ds = data.load_dataset("mirflickr", data_dir=str(tmp_path), synthetic_items=0, seed=0)
     item_axis = 0 if layout == "N x 3 x H x W" else 3
-    assert reads == [(item_axis, s, min(37, s + 8)) for s in range(0, 37, 8)]
+    assert [a for ndim, a in reads if ndim == 4] == [(item_axis, s, min(37, s + 8)) for s in range(0, 37, 8)]
     np.testing.assert_array_equal(ds.raw_images, _ref_thumbs(nhwc))
     monkeypatch.setattr(data, "STREAM_CHUNK_BYTES", 1 << 30)  # the whole array at once, in memory
     feats, thumbs = data._image_view(matlab, n_items=37)
@@ -269,3 +269,18 @@ def test_v73_nuswide_peak_memory_stays_far_below_the_image_array(tmp_path):
     assert rows == n
     assert grew_mib < out_bytes / 2 ** 20 + 64 + 48  # the output, one 64 MiB slab, slack for h5py and PIL
     assert grew_mib < array_mib / 2.5
+
+
+@needs_h5py
+def test_v73_text_is_streamed(tmp_path, monkeypatch):
+    nhwc, labels, _ = _small_set(seed=4)
+    text = (np.random.default_rng(5).random((37, 11)) < 0.3).astype(np.float64)  # MATLAB's doubles
+    _triplet(tmp_path, nhwc.transpose(0, 3, 1, 2), labels, text)
+    monkeypatch.setattr(data, "STREAM_CHUNK_BYTES", 4 * 11 * 8)
+    reads = []
+    slab = data._MatlabH5.slab
+    monkeypatch.setattr(data._MatlabH5, "slab", lambda self, *a: reads.append((self.shape, a)) or slab(self, *a))
+    ds = data.load_dataset("mirflickr", data_dir=str(tmp_path), synthetic_items=0, seed=0)
+    assert [a for shape, a in reads if shape == (37, 11)] == [(0, s, min(37, s + 4)) for s in range(0, 37, 4)]
+    assert ds.text.dtype == np.float32
+    np.testing.assert_array_equal(ds.text, text.astype(np.float32))
