@@ -9,12 +9,15 @@ Formats read (DESIGN.md, "Data"):
     ``<name>-lall.mat`` with keys ``IAll`` / ``YAll`` / ``LAll`` (Jiang & Li,
     "Deep Cross-Modal Hashing", CVPR 2017, arXiv 1602.02255, whose released
     MIRFlickr-25K and NUS-WIDE files use this layout). ``IAll`` holds either
-    image feature vectors (N x d) or raw images (N x 3 x H x W or N x H x W x 3).
-    MATLAB v7.3 files are HDF5 and need h5py.
-  * a plain ``.npz`` with ``image`` (optional), ``text``, ``labels``.
+    image feature vectors (N x d) or raw images (N x 3 x H x W, N x H x W x 3, or
+    MATLAB's H x W x 3 x N). MATLAB v7.3 files are HDF5 and need h5py; their
+    large arrays are read in slabs of items (``STREAM_CHUNK_BYTES``), never whole.
+  * a plain ``.npz`` with ``image`` (optional, streamed), ``text``, ``labels``.
   * NUS-WIDE's official release layout (Chua et al., CIVR 2009): ``AllTags1k.txt``
-    for the 1,000-tag bag of words, ``Labels_<concept>.txt`` ground truth files,
-    and optionally a ``Normalized_*.dat`` / ``BoW_int.dat`` low-level feature file.
+    for the 1,000-tag bag of words, the ``Groundtruth/AllLabels/Labels_<concept>.txt``
+    ground truth files (``TrainTestLabels`` is ignored), and optionally a
+    ``Normalized_*.dat`` / ``BoW_int.dat`` low-level feature file.
+  * ``--split-file``: a fixed split (``load_split_file``).
   * ``synthetic``: a seeded generator with skewed multi-label statistics,
     label-conditioned image features and tag bags-of-words (our design).
 
@@ -588,7 +591,8 @@ def _missing_message(name: str, folder: str) -> str:
             f"    {folder}/{p}-iall.mat, {p}-yall.mat, {p}-lall.mat  (DCMH-style; keys IAll, YAll, LAll;"
             f" the image file is optional)\n"
             f"    {folder}/{p}.npz  (arrays 'text', 'labels', optional 'image')\n"
-            + ("    the official NUS-WIDE layout: AllTags1k.txt and Labels_<concept>.txt below that folder\n"
+            + ("    the official NUS-WIDE layout below that folder: NUS_WID_Tags/AllTags1k.txt and\n"
+               "    Groundtruth/AllLabels/Labels_<concept>.txt\n"
                if name == "nuswide" else "")
             + f"  the official data comes from {info['where']}.\n"
             f"  Point --data-dir at the folder, pass any .npz as --dataset path/to/file.npz,\n"

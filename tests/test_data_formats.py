@@ -284,3 +284,33 @@ def test_v73_text_is_streamed(tmp_path, monkeypatch):
     assert [a for shape, a in reads if shape == (37, 11)] == [(0, s, min(37, s + 4)) for s in range(0, 37, 4)]
     assert ds.text.dtype == np.float32
     np.testing.assert_array_equal(ds.text, text.astype(np.float32))
+
+
+@needs_h5py
+@pytest.mark.skipif(not os.environ.get("DMPMH_BIG_TESTS"), reason="writes a 1.2 GB file and trains for about 30 s; "
+                    "run with DMPMH_BIG_TESTS=1")
+def test_cli_nuswide_v73_peak_rss_below_the_image_array(tmp_path):
+    """The issue's target: `python dmpmh.py --dataset nuswide` on a fabricated v7.3 nus-wide-tc10-iall.mat
+    whose raw-image array (8,000 x 3 x 224 x 224 uint8 = 1,204 MB) is larger than the limit set here, the
+    array's own size: the whole run (torch, training, encoding included) peaks below it."""
+    import resource
+    n, side = 8000, 224
+    rng = np.random.default_rng(0)
+    labels = (rng.random((n, 10)) < 0.3).astype(np.uint8)
+    labels[:, 0] |= labels.sum(1) == 0
+    pattern = rng.integers(0, 256, (64, 3, side, side), dtype=np.uint8)
+    folder = tmp_path / "nw"
+    folder.mkdir()
+    _write_v73(folder / "nus-wide-tc10-iall.mat",
+               {"IAll": ((side, side, 3, n), np.uint8, lambda s, e: pattern[np.arange(s, e) % 64] ^ np.uint8(s % 251))},
+               slab=64)
+    _write_v73(folder / "nus-wide-tc10-lall.mat", {"LAll": ((n, 10), np.uint8, lambda s, e: labels.T[s:e])})
+    limit = n * 3 * side * side
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "dmpmh.py"), "--dataset", "nuswide", "--data-dir",
+                        str(folder), "--epochs", "1", "--hidden", "32", "--proj-dim", "64", "--n-train", "2000",
+                        "--n-query", "500", "--insecure-seed", "1", "--out-dir", str(tmp_path / "runs")],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child: this run
+    print(f"image array {limit / 1e6:.0f} MB, peak RSS of the run {peak / 1e6:.0f} MB")
+    assert peak < limit
