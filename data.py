@@ -9,12 +9,15 @@ Formats read (DESIGN.md, "Data"):
     ``<name>-lall.mat`` with keys ``IAll`` / ``YAll`` / ``LAll`` (Jiang & Li,
     "Deep Cross-Modal Hashing", CVPR 2017, arXiv 1602.02255, whose released
     MIRFlickr-25K and NUS-WIDE files use this layout). ``IAll`` holds either
-    image feature vectors (N x d) or raw images (N x 3 x H x W or N x H x W x 3).
-    MATLAB v7.3 files are HDF5 and need h5py.
-  * a plain ``.npz`` with ``image`` (optional), ``text``, ``labels``.
+    image feature vectors (N x d) or raw images (N x 3 x H x W, N x H x W x 3, or
+    MATLAB's H x W x 3 x N). MATLAB v7.3 files are HDF5 and need h5py; their
+    large arrays are read in slabs of items (``STREAM_CHUNK_BYTES``), never whole.
+  * a plain ``.npz`` with ``image`` (optional, streamed), ``text``, ``labels``.
   * NUS-WIDE's official release layout (Chua et al., CIVR 2009): ``AllTags1k.txt``
-    for the 1,000-tag bag of words, ``Labels_<concept>.txt`` ground truth files,
-    and optionally a ``Normalized_*.dat`` / ``BoW_int.dat`` low-level feature file.
+    for the 1,000-tag bag of words, the ``Groundtruth/AllLabels/Labels_<concept>.txt``
+    ground truth files (``TrainTestLabels`` is ignored), and optionally a
+    ``Normalized_*.dat`` / ``BoW_int.dat`` low-level feature file.
+  * ``--split-file``: a fixed split (``load_split_file``).
   * ``synthetic``: a seeded generator with skewed multi-label statistics,
     label-conditioned image features and tag bags-of-words (our design).
 
@@ -180,7 +183,36 @@ KNOWN = {
 }
 
 
-def _read_mat(path: str, key: str) -> np.ndarray:
+STREAM_CHUNK_BYTES = 64 << 20  # bytes of a large array read at a time (raw images, features): peak memory
+                                # is the output plus about this much, not the whole array
+
+
+class _MatlabH5:
+    """A MATLAB v7.3 (HDF5) variable seen in MATLAB's dimension order, read in slabs.
+
+    HDF5 stores MATLAB's column-major arrays with the dimensions reversed, so h5py's shape (a, b, c, d)
+    is MATLAB's d x c x b x a. ``slab(axis, start, stop)`` reads the items start:stop of one MATLAB
+    axis and nothing else; ``np.asarray`` reads it all (for the small arrays: labels, tags)."""
+
+    def __init__(self, dset):
+        self.dset = dset
+        self.shape = tuple(reversed(dset.shape))
+        self.ndim = len(self.shape)
+        self.dtype = dset.dtype
+
+    def slab(self, axis: int, start: int, stop: int) -> np.ndarray:
+        idx = [slice(None)] * self.ndim
+        idx[self.ndim - 1 - axis] = slice(start, stop)
+        return np.asarray(self.dset[tuple(idx)]).T
+
+    def __array__(self, dtype=None, copy=None):
+        a = np.asarray(self.dset).T
+        return a if dtype is None else a.astype(dtype)
+
+
+def _read_mat(path: str, key: str, convert=np.asarray):
+    """``convert`` applied to the variable ``key`` while the file is open: an ndarray for v5/v7 files
+    (scipy.io reads them whole), a ``_MatlabH5`` view for v7.3 (HDF5) files, read in slabs on demand."""
     with open(path, "rb") as f:
         head = f.read(128)
     if b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n":
@@ -193,28 +225,126 @@ def _read_mat(path: str, key: str) -> np.ndarray:
         with h5py.File(path, "r") as f:
             if key not in f:
                 raise DataError(f"{path} has no key '{key}' (keys: {sorted(f.keys())})")
-            arr = np.asarray(f[key])
-        return arr.T  # HDF5 stores MATLAB arrays in column-major order
+            return convert(_MatlabH5(f[key]))
     from scipy.io import loadmat
     m = loadmat(path)
     if key not in m:
         raise DataError(f"{path} has no key '{key}' (keys: {sorted(k for k in m if not k.startswith('__'))})")
-    return np.asarray(m[key])
+    return convert(np.asarray(m[key]))
 
 
-def _image_view(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Feature vectors pass through; raw images (4-D) become thumbnails + features."""
-    if arr.ndim == 2:
-        return arr.astype(np.float32), None
-    if arr.ndim != 4:
-        raise DataError(f"image array has shape {arr.shape}; expected (N, d) features or (N, 3, H, W) images")
-    if arr.shape[1] == 3 and arr.shape[-1] != 3:
-        arr = arr.transpose(0, 2, 3, 1)
+def _slab(src, axis: int, start: int, stop: int) -> np.ndarray:
+    """Items start:stop along ``axis`` of an ndarray, a ``_MatlabH5`` view or an ``_NpyStream``."""
+    if hasattr(src, "slab"):
+        return src.slab(axis, start, stop)
+    return np.asarray(src[(slice(None),) * axis + (slice(start, stop),)])
+
+
+def _item_axis(shape: tuple, n_items: int | None) -> int:
+    """The axis that indexes items: the first, or the last when only it matches ``n_items`` (MATLAB's
+    H x W x 3 x N image stacks)."""
+    if n_items is None or shape[0] == n_items:
+        return 0
+    if shape[-1] == n_items:
+        return len(shape) - 1
+    raise DataError(f"image array has shape {shape}, and neither its first nor its last axis has one entry per "
+                    f"item ({n_items} items in the labels)")
+
+
+def _feature_rows(src) -> np.ndarray:
+    """A 2-D feature array (items x d) as float32, converted in slabs of about STREAM_CHUNK_BYTES items:
+    no whole-array temporary (a v7.3 variable is read slab by slab). A row count that disagrees with
+    the labels is left to ``validate``, which names both counts."""
+    n, d = src.shape
+    rows = max(1, STREAM_CHUNK_BYTES // max(1, d * np.dtype(src.dtype).itemsize))
+    feats = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, rows):
+        feats[s:s + rows] = _slab(src, 0, s, min(n, s + rows))
+    return feats
+
+
+def _image_view(src, n_items: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Feature vectors (N x d) pass through as float32; raw images (4-D) become 32x32 thumbnails + pixel
+    features.
+
+    ``src`` is an ndarray, a ``_MatlabH5`` view or an ``_NpyStream``; it is read in slabs of items of
+    about STREAM_CHUNK_BYTES, so peak memory is the output plus one slab. Images are N x 3 x H x W,
+    N x H x W x 3 or (MATLAB's stacks) H x W x 3 x N; the item axis is the one with ``n_items`` entries.
+    """
+    shape = tuple(src.shape)
+    if len(shape) == 2:
+        return _feature_rows(src), None
+    if len(shape) != 4:
+        raise DataError(f"image array has shape {shape}; expected (N, d) features or (N, 3, H, W) images")
+    ax = _item_axis(shape, n_items)
+    n = shape[ax]
+    per_item = max(1, int(np.prod(shape)) // max(n, 1) * np.dtype(src.dtype).itemsize)
+    rows = max(1, STREAM_CHUNK_BYTES // per_item)
+    rest = [a for a in range(4) if a != ax]
+    channel = rest[-1] if shape[rest[-1]] == 3 else rest[0] if shape[rest[0]] == 3 else None
+    if channel is None:
+        raise DataError(f"image array has shape {shape}; expected 3 colour channels next to the two image axes")
+    order = (ax, *[a for a in rest if a != channel], channel)  # -> items x H x W x 3
     from PIL import Image
-    thumbs = np.stack([np.asarray(Image.fromarray(np.asarray(a, dtype=np.uint8)).resize((32, 32)))
-                       for a in arr])
-    feats = thumbs.reshape(len(thumbs), -1).astype(np.float32) / 255.0
+    thumbs = np.empty((n, 32, 32, 3), dtype=np.uint8)
+    for s in range(0, n, rows):
+        blk = np.transpose(_slab(src, ax, s, min(n, s + rows)), order)
+        for i, a in enumerate(blk):
+            thumbs[s + i] = np.asarray(Image.fromarray(np.asarray(a, dtype=np.uint8)).resize((32, 32)))
+        del blk
+    feats = thumbs.reshape(n, -1).astype(np.float32)
+    feats /= 255.0  # in place: no second N x 3,072 float temporary
     return feats, thumbs
+
+
+class _NpyStream:
+    """One C-order array of an .npz, read front to back in slabs of rows (axis 0).
+
+    The archive member is streamed through zipfile (stored or deflated alike), so peak memory is one
+    slab, not the array; np.load cannot memory-map a member of an .npz (it ignores mmap_mode there).
+    The member's CRC is checked when the last slab has been read. ``open`` returns None where the
+    format does not allow it (Fortran order, object dtype, .npy version 3): then the array is read whole.
+    """
+
+    def __init__(self, zf, member, shape, dtype):
+        self._zf, self._f = zf, member
+        self.shape, self.dtype, self.ndim = shape, dtype, len(shape)
+        self._row = int(np.prod(shape[1:])) * dtype.itemsize
+        self._at = 0
+
+    @classmethod
+    def open(cls, path: str, key: str):
+        import zipfile
+        zf = zipfile.ZipFile(path)
+        try:
+            member = zf.open(key + ".npy")
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                raise ValueError
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(member)
+            if fortran or dtype.hasobject or len(shape) == 0:
+                raise ValueError
+        except Exception:  # not streamable: the caller reads the array whole (and reports what is wrong)
+            zf.close()
+            return None
+        return cls(zf, member, tuple(shape), dtype)
+
+    def slab(self, axis: int, start: int, stop: int) -> np.ndarray:
+        if axis != 0 or start != self._at:
+            raise ValueError("an .npz member is read front to back along its first axis")
+        want = (stop - start) * self._row
+        buf = self._f.read(want)
+        if len(buf) != want:
+            raise EOFError("the array ends early")
+        self._at = stop
+        if stop == self.shape[0]:
+            self._f.read()  # reaching the end checks the member's CRC (zipfile raises BadZipFile)
+        return np.frombuffer(buf, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
+
+    def close(self) -> None:
+        self._f.close()
+        self._zf.close()
 
 
 NPZ_DATASET_FORMAT = "an .npz archive (np.savez) with arrays 'labels' and at least one of 'text', 'image'"
@@ -271,12 +401,15 @@ def load_npz(path: str, name: str | None = None) -> Dataset:
         # front (require_labels), and LabelStore refuses to build a label graph without labels
         if "text" not in files and "image" not in files:
             raise DataError(f"{path}: must hold 'labels' and at least one of 'text', 'image'; it has {files}")
-        arrays = {k: npz_array(d, k, path) for k in ("image", "text", "labels") if k in files}
+        arrays = {k: npz_array(d, k, path) for k in ("text", "labels") if k in files}
+    image, raw = None, None
     try:
         for k in ("image", "text"):
             if k in arrays and not (np.issubdtype(arrays[k].dtype, np.number) or arrays[k].dtype == np.bool_):
                 raise DataError(f"array '{k}' has dtype {arrays[k].dtype}; expected numbers")
-        image, raw = _image_view(arrays["image"]) if "image" in arrays else (None, None)
+        if "image" in files:  # streamed in slabs where the format allows (raw images can be many GB)
+            n_items = next((len(arrays[k]) for k in ("labels", "text") if k in arrays), None)
+            image, raw = _npz_image(path, n_items)
         text = arrays["text"].astype(np.float32) if "text" in arrays else None
         ds = Dataset(name=name or os.path.splitext(os.path.basename(path))[0], text=text, image=image,
                      labels=arrays.get("labels"), raw_images=raw, source=path)
@@ -286,13 +419,35 @@ def load_npz(path: str, name: str | None = None) -> Dataset:
         raise DataError(msg if msg.startswith(path) else f"{path}: {msg}") from None
 
 
-def _read_mat_checked(path: str, key: str) -> np.ndarray:
+def _npz_image(path: str, n_items: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The 'image' array of an .npz through ``_image_view``, streamed by ``_NpyStream`` where it can be."""
+    import zipfile
+    import zlib
+    stream = _NpyStream.open(path, "image")
+    if stream is None:
+        with open_npz(path) as d:
+            arr = npz_array(d, "image", path)
+    else:
+        arr = stream
+    try:
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise DataError(f"array 'image' has dtype {arr.dtype}; expected numbers")
+        return _image_view(arr, n_items)
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path}: the array 'image' cannot be read (a corrupt or truncated archive; "
+                        f"{type(e).__name__}); expected {NPZ_DATASET_FORMAT}") from None
+    finally:
+        if stream is not None:
+            stream.close()
+
+
+def _read_mat_checked(path: str, key: str, convert=np.asarray):
     """_read_mat with every read failure as one DataError naming the file and what was expected."""
     expected = f"a MATLAB .mat file (v5/v7, or v7.3 with h5py) holding the array '{key}'"
     if os.path.isdir(path):
         raise DataError(f"{path}: is a folder; expected {expected}")
     try:
-        return _read_mat(path, key)
+        return _read_mat(path, key, convert)
     except DataError:
         raise
     except PermissionError:
@@ -305,13 +460,15 @@ def _read_mat_checked(path: str, key: str) -> np.ndarray:
 def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
     paths = {k: os.path.join(folder, f"{prefix}-{k}all.mat") for k in ("i", "y", "l")}
     labels = _read_mat_checked(paths["l"], "LAll")
-    text = _read_mat_checked(paths["y"], "YAll") if os.path.exists(paths["y"]) else None
+    text = None
+    if os.path.exists(paths["y"]):  # float32 rows; v7.3 read in slabs (NUS-WIDE's tags are N x 1000)
+        text = _read_mat_checked(paths["y"], "YAll", lambda src: _feature_rows(src) if len(src.shape) == 2
+                                 else np.asarray(src))
     image, raw = (None, None)
     try:
-        if text is not None:
-            text = text.astype(np.float32)
-        if os.path.exists(paths["i"]):
-            image, raw = _image_view(_read_mat_checked(paths["i"], "IAll"))
+        if os.path.exists(paths["i"]):  # v7.3 raw images are streamed in slabs, never read whole
+            image, raw = _read_mat_checked(paths["i"], "IAll",
+                                           lambda src: _image_view(src, n_items=labels.shape[0]))
         ds = Dataset(name=name, text=text, image=image, labels=labels, raw_images=raw, source=folder)
         return validate(ds)
     except (TypeError, ValueError) as e:
@@ -330,35 +487,100 @@ def _loadtxt(path: str, dtype, ndmin: int, expected: str) -> np.ndarray:
                         f"expected {expected}") from None
 
 
+TEXT_CHUNK_ROWS = 16384  # rows per block when streaming a text matrix (AllTags1k.txt, Normalized_*.dat)
+
+
+def _loadtxt_rows(path: str, keep: np.ndarray, dtype, expected: str, count_of: str) -> np.ndarray:
+    """The rows ``keep`` (a bool mask over all rows) of a whitespace-separated text matrix, read in blocks of
+    TEXT_CHUNK_ROWS lines: peak memory is the output plus one block. The file must have ``len(keep)`` rows
+    (``count_of`` names the file that set that count)."""
+    import itertools
+    out, at, row = None, 0, 0
+    try:
+        with open(path) as f:
+            while True:
+                lines = list(itertools.islice(f, TEXT_CHUNK_ROWS))
+                if not lines:
+                    break
+                block = np.loadtxt(lines, dtype=dtype, ndmin=2)
+                if row + len(block) > len(keep):
+                    row += len(block)
+                    break
+                if out is None:
+                    out = np.empty((int(keep.sum()), block.shape[1]), dtype=dtype)
+                elif block.shape[1] != out.shape[1]:
+                    raise ValueError(f"rows of {block.shape[1]} and {out.shape[1]} numbers")
+                mine = block[keep[row:row + len(block)]]
+                out[at:at + len(mine)] = mine
+                at += len(mine)
+                row += len(block)
+    except PermissionError:
+        raise DataError(f"{path}: permission denied (the file cannot be read); expected {expected}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}); "
+                        f"expected {expected}") from None
+    if row != len(keep):
+        raise DataError(f"{path} has {'more than ' if row > len(keep) else ''}{row} rows but {count_of} has "
+                        f"{len(keep)}; every file of the layout needs one row per image")
+    return out
+
+
+def _nuswide_label_files(folder: str) -> list[str]:
+    """The ``Labels_<concept>.txt`` files of the official layout: those in ``Groundtruth/AllLabels/``.
+
+    The release also ships ``Groundtruth/TrainTestLabels/Labels_<concept>_Train.txt`` / ``_Test.txt``
+    (its own train/test split, with other row counts); they are ignored. Without an ``AllLabels`` folder,
+    any ``Labels_<concept>.txt`` that is not a ``_Train``/``_Test`` file is read."""
+    found = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
+    if not found:
+        return []
+    every = [f for f in found if os.path.basename(os.path.dirname(f)) == "AllLabels"]
+    if not every:
+        every = [f for f in found if not f.endswith(("_Train.txt", "_Test.txt"))
+                 and "TrainTestLabels" not in os.path.relpath(f, folder).split(os.sep)]
+    if not every:
+        raise DataError(f"{folder}: found only the train/test label files (TrainTestLabels/Labels_<concept>_Train.txt "
+                        "and _Test.txt); the loader needs the labels of every image: Groundtruth/AllLabels/"
+                        "Labels_<concept>.txt from the official NUS-WIDE Groundtruth download")
+    dirs = sorted({os.path.dirname(f) for f in every})
+    if len(dirs) > 1:
+        raise DataError(f"{folder}: Labels_<concept>.txt files in {len(dirs)} folders ({', '.join(dirs[:3])}); "
+                        "keep one copy of Groundtruth/AllLabels below --data-dir")
+    return every
+
+
 def load_nuswide_official(folder: str) -> Dataset:
     """NUS-WIDE's official layout, reduced to TC-10 (the 10 most frequent concepts).
 
-    Looks for ``AllTags1k.txt`` (N x 1000, whitespace-separated 0/1) and
-    ``Labels_<concept>.txt`` (N lines of 0/1) anywhere below ``folder``, and one
-    optional low-level feature file (``Normalized_*.dat`` or ``BoW_int.dat``).
-    Items with none of the 10 concepts are dropped, as in TC-10.
+    Looks for ``AllTags1k.txt`` (N x 1000, whitespace-separated 0/1; ``NUS_WID_Tags/`` in the release)
+    and the ``Labels_<concept>.txt`` files of ``Groundtruth/AllLabels/`` (N lines of 0/1 each; the
+    ``Groundtruth/TrainTestLabels/`` files are ignored: ``_nuswide_label_files``) anywhere below
+    ``folder``, and one optional low-level feature file (``Normalized_*.dat`` or ``BoW_int.dat``).
+    Items with none of the 10 concepts are dropped, as in TC-10. The labels are read first; the tag and
+    feature matrices are then streamed in blocks of lines, keeping only the TC-10 rows.
     """
-    tags = glob.glob(os.path.join(folder, "**", "AllTags1k.txt"), recursive=True)
-    lab_files = sorted(glob.glob(os.path.join(folder, "**", "Labels_*.txt"), recursive=True))
+    tags = sorted(glob.glob(os.path.join(folder, "**", "AllTags1k.txt"), recursive=True))
+    lab_files = _nuswide_label_files(folder)
     if not tags or not lab_files:
         raise FileNotFoundError
-    text = _loadtxt(tags[0], np.float32, 2, "whitespace-separated 0/1 tag counts, one row per item")
     cols = [_loadtxt(f, np.uint8, 1, "one 0/1 per line, one line per item") for f in lab_files]
-    if any(len(c) != len(text) for c in cols):
-        raise DataError(f"NUS-WIDE label files in {folder} disagree with AllTags1k.txt on the item count")
+    if any(len(c) != len(cols[0]) for c in cols):
+        counts = sorted({len(c) for c in cols})
+        raise DataError(f"NUS-WIDE label files in {os.path.dirname(lab_files[0])} disagree on the item count "
+                        f"({counts[0]} to {counts[-1]} lines); each Labels_<concept>.txt holds one line per image")
     labels = np.stack(cols, 1)
+    del cols
     top = np.argsort(-labels.sum(0), kind="stable")[:10]
     labels = labels[:, np.sort(top)]
     keep = labels.sum(1) > 0
+    first = os.path.relpath(lab_files[0], folder)
+    text = _loadtxt_rows(tags[0], keep, np.float32, "whitespace-separated 0/1 tag counts, one row per item", first)
     image = None
     feat = sorted(glob.glob(os.path.join(folder, "**", "Normalized_*.dat"), recursive=True)
                   + glob.glob(os.path.join(folder, "**", "BoW_int.dat"), recursive=True))
     if feat:
-        image = _loadtxt(feat[0], np.float32, 2, "whitespace-separated numbers, one row per item")
-        if len(image) != len(text):
-            raise DataError(f"{feat[0]} has {len(image)} rows but AllTags1k.txt has {len(text)}")
-        image = image[keep]
-    return validate(Dataset(name="nuswide", text=text[keep], image=image, labels=labels[keep], source=folder))
+        image = _loadtxt_rows(feat[0], keep, np.float32, "whitespace-separated numbers, one row per item", first)
+    return validate(Dataset(name="nuswide", text=text, image=image, labels=labels[keep], source=folder))
 
 
 def _missing_message(name: str, folder: str) -> str:
@@ -369,7 +591,8 @@ def _missing_message(name: str, folder: str) -> str:
             f"    {folder}/{p}-iall.mat, {p}-yall.mat, {p}-lall.mat  (DCMH-style; keys IAll, YAll, LAll;"
             f" the image file is optional)\n"
             f"    {folder}/{p}.npz  (arrays 'text', 'labels', optional 'image')\n"
-            + ("    the official NUS-WIDE layout: AllTags1k.txt and Labels_<concept>.txt below that folder\n"
+            + ("    the official NUS-WIDE layout below that folder: NUS_WID_Tags/AllTags1k.txt and\n"
+               "    Groundtruth/AllLabels/Labels_<concept>.txt\n"
                if name == "nuswide" else "")
             + f"  the official data comes from {info['where']}.\n"
             f"  Point --data-dir at the folder, pass any .npz as --dataset path/to/file.npz,\n"
@@ -458,16 +681,104 @@ def split_sizes(name: str, n: int) -> tuple[int, int]:
 
 
 def make_split(n: int, *, n_query: int, n_train: int, protocol: str, seed: int) -> Split:
+    """A seeded split. Inductive: query, train and database disjoint, so n_query + n_train < N. Standard:
+    the database is every non-query item and holds the training items, so n_query + n_train <= N (with
+    equality the database is the training set, as published tables build it)."""
     if protocol not in ("inductive", "standard"):
         raise DataError(f"unknown protocol '{protocol}'; choose inductive or standard")
-    if n_query < 1 or n_train < 2 or n_query + n_train >= n:
-        raise DataError(f"split sizes n_query={n_query}, n_train={n_train} do not fit {n} items")
+    room = n if protocol == "standard" else n - 1  # inductive keeps at least one database item of its own
+    if n_query < 1 or n_train < 2 or n_query + n_train > room:
+        need = ("n_query + n_train <= N under --protocol standard" if protocol == "standard" else
+                "n_query + n_train < N under the inductive protocol (the database is the rest), or "
+                "--protocol standard, where n_query + n_train <= N")
+        raise DataError(f"split sizes n_query={n_query}, n_train={n_train} do not fit {n} items; need n_query >= 1, "
+                        f"n_train >= 2 and {need}")
     perm = np.random.default_rng(seed).permutation(n)
     query = np.sort(perm[:n_query])
     train = np.sort(perm[n_query:n_query + n_train])
     rest = perm[n_query + n_train:]
     database = np.sort(rest if protocol == "inductive" else perm[n_query:])
     return Split(query=query, train=train, database=database, protocol=protocol)
+
+
+SPLIT_FILE_FORMAT = ("an .npz with three 1-D integer arrays 'query', 'train' and 'database' of item indices "
+                     "0..N-1 in the dataset's order (np.savez(path, query=q, train=t, database=d))")
+
+
+def file_sha256(path: str) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_split_file(path: str, *, protocol: str) -> dict[str, np.ndarray]:
+    """Read and check ``--split-file`` without the dataset: every rule but the index range.
+
+    Returns the sorted int64 arrays 'query', 'train', 'database'. Rules, each a DataError naming the file:
+    an .npz archive holding the three arrays; each 1-D, of an integer dtype, non-empty, no index twice,
+    no negative index; query disjoint from train and from database; under the inductive protocol train
+    disjoint from database too (``--protocol standard`` lets train lie inside the database). The split
+    is public, so messages may name indices.
+    """
+    where = f"--split-file {path}"
+    if not os.path.exists(path):
+        raise DataError(f"{where}: no such file; expected {SPLIT_FILE_FORMAT}")
+    try:
+        d = open_npz(path, SPLIT_FILE_FORMAT)
+    except DataError as e:
+        raise DataError(f"--split-file {e}") from None
+    with d:
+        missing = [k for k in ("query", "train", "database") if k not in d.files]
+        if missing:
+            raise DataError(f"{where}: has no array {', '.join(repr(k) for k in missing)} (it has {sorted(d.files)}); "
+                            f"expected {SPLIT_FILE_FORMAT}")
+        arrays = {k: npz_array(d, k, path, SPLIT_FILE_FORMAT) for k in ("query", "train", "database")}
+    out = {}
+    for k, a in arrays.items():
+        if a.ndim != 1:
+            raise DataError(f"{where}: '{k}' has shape {a.shape}; expected a 1-D array of item indices "
+                            f"(e.g. save {k}.ravel())")
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.integer):
+            raise DataError(f"{where}: '{k}' has dtype {a.dtype}; expected integer item indices (a boolean mask "
+                            f"becomes indices with np.flatnonzero(mask); whole floats with .astype(np.int64))")
+        if a.size == 0:
+            raise DataError(f"{where}: '{k}' is empty; every part of the split needs at least one item")
+        if (a < 0).any():
+            raise DataError(f"{where}: '{k}' holds a negative index ({int(a.min())}); expected item indices "
+                            "0..N-1")
+        s = np.sort(a.astype(np.int64))
+        dup = s[1:][s[1:] == s[:-1]]
+        if len(dup):
+            raise DataError(f"{where}: '{k}' lists item {int(dup[0])} more than once; expected distinct indices "
+                            f"(np.unique({k}))")
+        out[k] = s
+    pairs = [("query", "train"), ("query", "database")] + ([("train", "database")] if protocol != "standard" else [])
+    for a, b in pairs:
+        both = np.intersect1d(out[a], out[b])
+        if len(both):
+            extra = (" under the inductive protocol (use --protocol standard if the training items belong in the "
+                     "database)" if (a, b) == ("train", "database") else "")
+            raise DataError(f"{where}: '{a}' and '{b}' share {len(both)} item(s) (first: {int(both[0])}); they "
+                            f"must be disjoint{extra}")
+    return out
+
+
+def load_split_file(path: str, n: int, *, protocol: str) -> Split:
+    """``--split-file`` as a Split over a dataset of ``n`` items (``read_split_file`` plus the index range)."""
+    a = read_split_file(path, protocol=protocol)
+    for k, v in a.items():
+        if v[-1] >= n:
+            hint = (" (indices are 0-based: a 1-based file, e.g. from MATLAB, needs idx - 1)"
+                    if v[-1] == n else "")
+            raise DataError(f"--split-file {path}: '{k}' holds index {int(v[-1])}, but the dataset has N = {n} "
+                            f"items, indexed 0..{n - 1}{hint}")
+    if len(a["train"]) < 2:
+        raise DataError(f"--split-file {path}: 'train' has 1 item; training needs at least 2")
+    return Split(query=a["query"], train=a["train"], database=a["database"], protocol=protocol)
 
 
 # ---------------------------------------------------------------------------

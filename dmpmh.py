@@ -50,6 +50,8 @@ class Config:
                                       # 2,000 for other sets of >= 20,015 items, else N/10
     n_train: int | None = None        # training items; default (None): 10,000 for mirflickr, 10,500 for nuswide,
                                       # 10,000 for other sets of >= 20,015 items, else N/2
+    split_file: str | None = None     # a fixed split: .npz with int arrays 'query', 'train', 'database' (item indices
+                                      # 0..N-1); replaces the seeded split; its name and sha256 go into config.json
     graph: str = "label"              # private graph: label (share a label) | knn (Jaccard kNN) | interact (simulated co-views)
     knn_k: int = 20                   # k (>= 1) of the Jaccard-kNN private graph (--graph knn) and of the public kNN prior
     graph_file: str | None = None     # your own graph: .npz with int array 'edges' (m, 2) or a two-column .csv of item
@@ -204,6 +206,12 @@ def validate_config(cfg: Config) -> None:
             raise ValueError(f"--graph {cfg.graph} builds the private graph from labels, but --graph-file gives "
                              "your own graph: use one of the two")
         data.check_graph_path(cfg.graph_file)  # exists, is a file, .npz/.csv/.txt; the content is read at load
+    if cfg.split_file is not None:
+        given = [f"--{k.replace('_', '-')}" for k in ("n_query", "n_train") if getattr(cfg, k) is not None]
+        if given:
+            raise ValueError(f"--split-file {cfg.split_file} gives the split, and {' and '.join(given)} would "
+                             "resize it: use one or the other")
+        data.read_split_file(cfg.split_file, protocol=cfg.protocol)  # all but the index range (checked at load)
     if not cfg.dataset.endswith(".npz") and cfg.dataset != "synthetic" and cfg.dataset not in data.KNOWN:
         raise data.DataError(f"unknown dataset '{cfg.dataset}'; choose synthetic, mirflickr, nuswide or a path to "
                              "an .npz")
@@ -596,21 +604,28 @@ def run(cfg: Config) -> dict:
     timings: dict[str, float] = {}
     t = stage("load")
     ds = data.load_dataset(cfg.dataset, data_dir=cfg.data_dir, synthetic_items=cfg.synthetic_items, seed=cfg.seed)
+    split_record = None  # --split-file: its name and sha256, saved with the config and metrics
+    if cfg.split_file:
+        split = data.load_split_file(cfg.split_file, ds.n, protocol=cfg.protocol)
+        split_record = {"file": os.path.basename(cfg.split_file), "sha256": data.file_sha256(cfg.split_file)}
+    else:
+        nq, nt = data.split_sizes(ds.name, ds.n)
+        split = data.make_split(ds.n, n_query=cfg.n_query or nq, n_train=cfg.n_train or nt,
+                                protocol=cfg.protocol, seed=cfg.seed)
     import hashing  # torch is imported only once the input is known to be good
     device = hashing.resolve_device(cfg.device)
     print(f"dmpmh: dataset={cfg.dataset} method={cfg.method} epsilon={cfg.epsilon:g} delta={cfg.delta:g} "
           f"D={cfg.max_degree} bits={cfg.bits} device={device}", flush=True)
     hashing.set_seed(cfg.seed)
     source = privacy.NoiseSource(insecure_seed=cfg.insecure_seed)
-    nq, nt = data.split_sizes(ds.name, ds.n)
-    split = data.make_split(ds.n, n_query=cfg.n_query or nq, n_train=cfg.n_train or nt,
-                            protocol=cfg.protocol, seed=cfg.seed)
     store = data.LabelStore(ds.labels, split.train, allow_train_in_evaluation=cfg.protocol == "standard")
     if cfg.protocol == "standard":
         print("WARNING: --protocol standard puts training items in the database, so the printed metrics use "
               "training labels: they are NOT private figures (the released model and codes still are).",
               file=sys.stderr)
     ds.labels = None  # from here on, labels are reached only through the store
+    if split_record:
+        print(f"  split from {split_record['file']} (sha256 {split_record['sha256'][:16]}...)", flush=True)
     print(f"  {ds.n} items, views {ds.views}; query {len(split.query)}, train {len(split.train)}, "
           f"database {len(split.database)} ({cfg.protocol})", flush=True)
     timings["load"] = t.done()
@@ -630,6 +645,11 @@ def run(cfg: Config) -> dict:
                      data.build_private_graph(store, split.train, kind=cfg.graph, knn_k=cfg.knn_k, seed=cfg.seed))
         del edges
         z = data.public_projection(ds, split.train, dim=cfg.proj_dim)
+        if z.shape[1] < cfg.proj_dim:  # a public fact (feature widths, training-set size); say it, don't hide it
+            width = sum(getattr(ds, v).shape[1] for v in ds.views)
+            print(f"  public projection rank r = {z.shape[1]}, capped from --proj-dim {cfg.proj_dim}: the public "
+                  f"features have {width} dimensions over {len(split.train)} training items (the bilinear moments "
+                  f"are {z.shape[1]} x {z.shape[1]})", flush=True)
         if cfg.attack_eval_not_private:
             print("WARNING: --attack-eval-not-private: the link-attack AUC is computed on the true private "
                   "graph and is NOT differentially private; do not publish it as part of a release.",
@@ -764,6 +784,9 @@ def run(cfg: Config) -> dict:
             metrics["chance_map_graph"] = evaluate.chance_map(*graph_rel[1:]) if "graph" in truth else None
             metrics["graph_queries"] = {"evaluated": int(len(graph_rel[0])), "total": int(len(split.query))}
         metrics["chance_map"] = evaluate.chance_map(*truth[primary][1:])
+        if split_record:
+            metrics["split"] = split_record
+        metrics["public_projection"] = {"proj_dim": cfg.proj_dim, "rank": int(z.shape[1])}  # public
         metrics["retrieval_speed"] = retrieval_speed(qc[ds.views[0]], dc[ds.views[0]])
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone
@@ -783,7 +806,10 @@ def run(cfg: Config) -> dict:
         print(statement)
         print(metrics_markdown(cfg, metrics))
         write_atomic(rundir.file("privacy.txt"), statement)
-        write_atomic(rundir.file("config.json"), json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        saved_cfg = dataclasses.asdict(cfg)
+        if split_record:  # the resolved config names the split file; its checksum pins the content
+            saved_cfg["split_file_sha256"] = split_record["sha256"]
+        write_atomic(rundir.file("config.json"), json.dumps(saved_cfg, indent=2, default=str))
         saved = {k: v for k, v in metrics.items() if k != "timings_s" or cfg.timings_not_private}
         write_atomic(rundir.file("metrics.json"), json.dumps(saved, indent=2))
         write_atomic(rundir.file("metrics.md"), metrics_markdown(cfg, metrics))
