@@ -26,6 +26,7 @@ queries / 10,000 train; NUS-WIDE TC-10 2,100 queries / 10,500 train.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 from dataclasses import dataclass, field
@@ -474,6 +475,90 @@ def load_mat_triplet(folder: str, prefix: str, name: str) -> Dataset:
     except (TypeError, ValueError) as e:
         msg = str(e)
         raise DataError(msg if msg.startswith(folder) else f"{folder}/{prefix}-*all.mat: {msg}") from None
+
+
+CONVERT_OUTPUT = ("an .npz archive with 'labels' (N, C) uint8 0/1, 'text' (N, d) (uint8 when every entry is an "
+                  "integer in 0..255, else float32) and, from --image, 'image': (N, 32, 32, 3) uint8 thumbnails of "
+                  "raw images or (N, d) float32 features")
+
+
+def convert_mat(*, labels: str, out: str, text: str | None = None, image: str | None = None) -> dict:
+    """Build the ``.npz`` that ``--dataset path/to/file.npz`` reads from DCMH-style ``.mat`` files.
+
+    ``labels`` is the ``LAll`` file (N x C, 0/1), ``text`` the ``YAll`` file (N x d tags or features) and
+    ``image`` the optional ``IAll`` file (N x d features, or raw images in any layout the loader reads;
+    raw images are stored as the 32 x 32 uint8 thumbnails a run makes of them anyway). At least one of
+    ``text``, ``image`` is needed. MATLAB v7.3 (HDF5) files need h5py (the error says how to install it).
+
+    Checked before anything is written, each failure one ``DataError`` naming the file: every file
+    exists and holds its key; labels are 2-D and 0/1 with at least one label per item; every view has
+    one row per label row, and finite values. The archive is written to ``out + '.tmp'`` and renamed into
+    place, so an interrupted conversion leaves no half-written ``out``. Returns a summary: the number of
+    items, each array's shape and dtype, and the label sums (to compare with the dataset's documentation).
+    The conversion reads labels only to copy them: nothing here is a statistic that a run releases.
+    """
+    import zipfile
+    if not out.endswith(".npz"):
+        raise DataError(f"--out {out}: the output is an .npz; give a path ending in .npz")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise DataError(f"--out {out}: the folder {folder} does not exist; expected an existing folder")
+    if text is None and image is None:
+        raise DataError("convert: give --text YAll.mat and/or --image IAll.mat besides --labels LAll.mat")
+    given = {"--labels": (labels, "LAll"), "--text": (text, "YAll"), "--image": (image, "IAll")}
+    for flag, (path, key) in given.items():
+        if path is not None and not os.path.exists(path):
+            raise DataError(f"{flag} {path}: no such file; expected a MATLAB .mat file (v5/v7, or v7.3 with h5py) "
+                            f"holding the array '{key}'")
+    lab = _read_mat_checked(labels, "LAll")
+    if lab.ndim != 2 or lab.shape[0] == 0 or lab.shape[1] == 0:
+        raise DataError(f"{labels}: 'LAll' has shape {lab.shape}; expected a 2-D (items x classes) array")
+    if not np.isin(lab, (0, 1)).all():
+        raise DataError(f"{labels}: 'LAll' holds values other than 0 and 1; expected binary labels")
+    n = lab.shape[0]
+    empty = int((lab.sum(1) == 0).sum())
+    if empty:  # the count only (see validate)
+        raise DataError(f"{labels}: {empty} of {n} items have no label; expected at least one label per item "
+                        "(a run refuses such items: relevance is 'shares a label'); drop those rows from every file")
+    arrays = {"labels": lab.astype(np.uint8)}
+
+    def rows_of(name: str, path: str, key: str, x: np.ndarray) -> np.ndarray:
+        if x.ndim < 2 or x.shape[0] != n:
+            raise DataError(f"{path}: '{key}' has {x.shape[0] if x.ndim else 0} rows (shape {x.shape}) but "
+                            f"{labels} has {n} label rows; expected one row per item in every file")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"{path}: '{key}' holds NaN or inf; expected finite {name} values")
+        return x
+
+    if text is not None:
+        x = rows_of("text", text, "YAll", _read_mat_checked(
+            text, "YAll", lambda src: _feature_rows(src) if len(src.shape) == 2 else np.asarray(src)))
+        if x.ndim != 2:
+            raise DataError(f"{text}: 'YAll' has shape {x.shape}; expected a 2-D (items x tags) array")
+        small = (x >= 0).all() and (x <= 255).all() and (x == np.round(x)).all()
+        arrays["text"] = x.astype(np.uint8) if small else x.astype(np.float32)
+    if image is not None:
+        try:
+            feats, thumbs = _read_mat_checked(image, "IAll", lambda src: _image_view(src, n_items=n))
+        except DataError as e:
+            msg = str(e)
+            raise DataError(msg if msg.startswith(image) else f"{image}: {msg}") from None
+        arrays["image"] = rows_of("image", image, "IAll", thumbs if thumbs is not None else feats)
+    tmp = out + ".tmp"
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, out)
+    except BaseException as e:  # Ctrl-C included: no half-written .tmp stays behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if not isinstance(e, (OSError, zipfile.LargeZipFile)):
+            raise
+        raise DataError(f"--out {out}: cannot be written ({getattr(e, 'strerror', None) or e}); expected a "
+                        "writable location with room for the archive") from None
+    return {"n": n, "out": out, "arrays": {k: (tuple(v.shape), str(v.dtype)) for k, v in arrays.items()},
+            "label_sum": int(arrays["labels"].sum(dtype=np.int64)),
+            "label_sums": arrays["labels"].sum(0, dtype=np.int64).tolist()}
 
 
 def _loadtxt(path: str, dtype, ndmin: int, expected: str) -> np.ndarray:

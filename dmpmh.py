@@ -285,6 +285,7 @@ SUBCOMMANDS = {
     "ablation": "drop one DMP-MH ingredient at a time over seeds -> ablation.md",
     "audit": "canary-edge audit of the sanitizer: an empirical epsilon lower bound",
     "bench": "per-stage wall time and peak memory, scaling, mAP speed",
+    "convert": "build a dataset .npz from DCMH-style .mat files (LAll, YAll, optional IAll)",
 }
 
 
@@ -965,6 +966,30 @@ def encode_main(argv: list[str]) -> int:
     write_atomic(ec.out, buf.getvalue(), "wb")
     print(f"  wrote {ec.out}: keys {', '.join(f'{name}_{v}' for v in codes)} ({len(idx)} x "
           f"{trained.model.bits // 8} bytes, np.packbits along axis 1), {name}_index, bits")
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Convert: DCMH-style .mat files -> the .npz that --dataset path.npz reads
+# ---------------------------------------------------------------------------
+
+@dataclass
+class ConvertConfig:
+    labels: str = ""              # the labels file, e.g. mirflickr25k-lall.mat (key LAll: items x classes, 0/1); required
+    text: str = ""                # the text file, e.g. mirflickr25k-yall.mat (key YAll: items x tags); empty: no text view
+    image: str = ""               # the image file, e.g. mirflickr25k-iall.mat (key IAll: features or raw images); empty: none
+    out: str = ""                 # output .npz (arrays text, labels, image), written atomically; required
+
+
+def convert_main(argv: list[str]) -> int:
+    cc = _parse_dataclass(ConvertConfig, argv, "dmpmh.py convert")
+    if not cc.labels or not cc.out:
+        raise ValueError("convert: give --labels LAll.mat, --text YAll.mat and/or --image IAll.mat, and --out FILE.npz")
+    s = data.convert_mat(labels=cc.labels, text=cc.text or None, image=cc.image or None, out=cc.out)
+    arrays = ", ".join(f"{k} {shape} {dtype}" for k, (shape, dtype) in s["arrays"].items())
+    print(f"convert: wrote {s['out']}: {s['n']} items; {arrays}")
+    print(f"  labels sum to {s['label_sum']} (per class: {', '.join(map(str, s['label_sums']))}); compare with the "
+          f"dataset's documentation, then run: python dmpmh.py --dataset {s['out']}")
     return 0
 
 
@@ -1846,7 +1871,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         mains = {"encode": encode_main, "sweep": sweep_main, "ablation": ablation_main, "audit": audit_main,
-                 "bench": bench_main}
+                 "bench": bench_main, "convert": convert_main}
         if argv and argv[0] in mains:
             return mains[argv[0]](argv[1:])
         if argv and argv[0] == "run":

@@ -22,12 +22,12 @@ def test_top_level_help_lists_every_subcommand():
     r = subprocess.run([sys.executable, os.path.join(ROOT, "dmpmh.py"), "--help"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
-    for name in ("run", "encode", "sweep", "ablation", "audit", "bench"):
+    for name in ("run", "encode", "sweep", "ablation", "audit", "bench", "convert"):
         assert re.search(rf"^\s+{name}\s+\S", r.stdout, re.M), name
-    assert set(dmpmh.SUBCOMMANDS) == {"run", "encode", "sweep", "ablation", "audit", "bench"}
+    assert set(dmpmh.SUBCOMMANDS) == {"run", "encode", "sweep", "ablation", "audit", "bench", "convert"}
 
 
-@pytest.mark.parametrize("sub", [[], ["run"], ["encode"], ["sweep"], ["ablation"], ["audit"], ["bench"]])
+@pytest.mark.parametrize("sub", [[], ["run"], ["encode"], ["sweep"], ["ablation"], ["audit"], ["bench"], ["convert"]])
 def test_every_option_says_what_it_does_and_its_default(sub, capsys):
     out = help_text(sub, capsys)
     assert "DESIGN.md" not in out
