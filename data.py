@@ -176,11 +176,13 @@ def make_synthetic(n_items: int, *, seed: int, n_labels: int = 24, n_topics: int
 
 KNOWN = {
     "mirflickr": dict(prefixes=("mirflickr25k", "mirflickr", "flickr"), n_query=2000, n_train=10000,
-                      where="DCMH's release (github.com/jiangqy/DCMH-CVPR2017, 'mirflickr25k-*.mat'), "
-                            "or the MIRFlickr-25K site (press.liacs.nl/mirflickr) converted to .npz"),
+                      where="the MIRFlickr-25K site (press.liacs.nl/mirflickr), or the FLICKR-25K.mat that DCMH's "
+                            "MATLAB demo downloads (github.com/jiangqy/DCMH-CVPR2017), turned into an .npz with "
+                            "'python dmpmh.py convert'"),
     "nuswide": dict(prefixes=("nus-wide-tc10", "nuswide-tc10", "nus-wide", "nuswide"), n_query=2100, n_train=10500,
-                    where="DCMH's release ('nus-wide-tc10-*.mat'), or the official NUS-WIDE release "
-                          "(lms.comp.nus.edu.sg/research/NUS-WIDE.htm): AllTags1k.txt + Labels_<concept>.txt"),
+                    where="the official NUS-WIDE release (lms.comp.nus.edu.sg/research/NUS-WIDE.htm): AllTags1k.txt "
+                          "+ Labels_<concept>.txt, read directly; DCMH-style 'nus-wide-tc10-*.mat' files are read "
+                          "directly too, or turned into an .npz with 'python dmpmh.py convert'"),
 }
 
 
@@ -482,12 +484,37 @@ CONVERT_OUTPUT = ("an .npz archive with 'labels' (N, C) uint8 0/1, 'text' (N, d)
                   "raw images or (N, d) float32 features")
 
 
+# the variable names read by convert_mat, in order of preference: DCMH's MIRFlickr demo file FLICKR-25K.mat
+# (github.com/jiangqy/DCMH-CVPR2017, DCMH_matlab/DCMH_release/preprocessing.m) holds 'images', 'YAll' and 'LAll'
+CONVERT_KEYS = {"LAll": ("LAll",), "YAll": ("YAll",), "IAll": ("IAll", "images")}
+
+
+def _mat_key(path: str, keys: tuple[str, ...]) -> str:
+    """The first of ``keys`` that the .mat file holds, read from its directory without loading anything;
+    else ``keys[0]`` (the read then fails with a message that lists the file's keys)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(128)
+        if b"MATLAB 7.3" in head or head[:8] == b"\x89HDF\r\n\x1a\n":
+            import h5py
+            with h5py.File(path, "r") as f:
+                names = set(f.keys())
+        else:
+            from scipy.io import whosmat
+            names = {w[0] for w in whosmat(path)}
+    except Exception:  # unreadable or h5py missing: _read_mat_checked says what is wrong
+        return keys[0]
+    return next((k for k in keys if k in names), keys[0])
+
+
 def convert_mat(*, labels: str, out: str, text: str | None = None, image: str | None = None) -> dict:
     """Build the ``.npz`` that ``--dataset path/to/file.npz`` reads from DCMH-style ``.mat`` files.
 
     ``labels`` is the ``LAll`` file (N x C, 0/1), ``text`` the ``YAll`` file (N x d tags or features) and
     ``image`` the optional ``IAll`` file (N x d features, or raw images in any layout the loader reads;
-    raw images are stored as the 32 x 32 uint8 thumbnails a run makes of them anyway). At least one of
+    raw images are stored as the 32 x 32 uint8 thumbnails a run makes of them anyway). One file holding
+    several of these variables may be given for each (DCMH's ``FLICKR-25K.mat``: ``LAll``, ``YAll``, and
+    the raw images as ``images``; see ``CONVERT_KEYS``). At least one of
     ``text``, ``image`` is needed. MATLAB v7.3 (HDF5) files need h5py (the error says how to install it).
 
     Checked before anything is written, each failure one ``DataError`` naming the file: every file
@@ -510,7 +537,7 @@ def convert_mat(*, labels: str, out: str, text: str | None = None, image: str | 
         if path is not None and not os.path.exists(path):
             raise DataError(f"{flag} {path}: no such file; expected a MATLAB .mat file (v5/v7, or v7.3 with h5py) "
                             f"holding the array '{key}'")
-    lab = _read_mat_checked(labels, "LAll")
+    lab = _read_mat_checked(labels, _mat_key(labels, CONVERT_KEYS["LAll"]))
     if lab.ndim != 2 or lab.shape[0] == 0 or lab.shape[1] == 0:
         raise DataError(f"{labels}: 'LAll' has shape {lab.shape}; expected a 2-D (items x classes) array")
     if not np.isin(lab, (0, 1)).all():
@@ -532,14 +559,14 @@ def convert_mat(*, labels: str, out: str, text: str | None = None, image: str | 
 
     if text is not None:
         x = rows_of("text", text, "YAll", _read_mat_checked(
-            text, "YAll", lambda src: _feature_rows(src) if len(src.shape) == 2 else np.asarray(src)))
+            text, _mat_key(text, CONVERT_KEYS["YAll"]), lambda src: _feature_rows(src) if len(src.shape) == 2 else np.asarray(src)))
         if x.ndim != 2:
             raise DataError(f"{text}: 'YAll' has shape {x.shape}; expected a 2-D (items x tags) array")
         small = (x >= 0).all() and (x <= 255).all() and (x == np.round(x)).all()
         arrays["text"] = x.astype(np.uint8) if small else x.astype(np.float32)
     if image is not None:
         try:
-            feats, thumbs = _read_mat_checked(image, "IAll", lambda src: _image_view(src, n_items=n))
+            feats, thumbs = _read_mat_checked(image, _mat_key(image, CONVERT_KEYS["IAll"]), lambda src: _image_view(src, n_items=n))
         except DataError as e:
             msg = str(e)
             raise DataError(msg if msg.startswith(image) else f"{image}: {msg}") from None

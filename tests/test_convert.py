@@ -130,3 +130,18 @@ def test_convert_writes_atomically(tmp_path, capsys, monkeypatch):
     rc, _, err = convert(capsys, "--text", p["text"], "--labels", p["labels"], "--out", out)
     assert rc == 2 and "No space left on device" in err and len(err.strip().splitlines()) == 1
     assert open(out).read() == "an older file" and not os.path.exists(out + ".tmp")
+
+
+def test_convert_one_dcmh_file_holding_every_variable(tmp_path, capsys):
+    """DCMH's MIRFlickr demo file FLICKR-25K.mat holds LAll, YAll and the raw images as 'images'."""
+    rng = np.random.default_rng(2)
+    lab, tags, _ = fabricate(str(tmp_path))
+    raw = rng.integers(0, 256, size=(36, 36, 3, 60), dtype=np.uint8)  # MATLAB's H x W x 3 x N
+    one = str(tmp_path / "FLICKR-25K.mat")
+    scipy.io.savemat(one, {"LAll": lab, "YAll": tags, "images": raw})
+    out = str(tmp_path / "flickr.npz")
+    rc, stdout, err = convert(capsys, "--labels", one, "--text", one, "--image", one, "--out", out)
+    assert rc == 0, err
+    with np.load(out) as z:
+        assert z["image"].shape == (60, 32, 32, 3) and z["text"].shape == (60, 40)
+        np.testing.assert_array_equal(z["labels"], lab)
