@@ -512,7 +512,9 @@ def convert_mat(*, labels: str, out: str, text: str | None = None, image: str | 
 
     ``labels`` is the ``LAll`` file (N x C, 0/1), ``text`` the ``YAll`` file (N x d tags or features) and
     ``image`` the optional ``IAll`` file (N x d features, or raw images in any layout the loader reads;
-    raw images are stored as the 32 x 32 uint8 thumbnails a run makes of them anyway). One file holding
+    raw images are stored as the 32 x 32 uint8 thumbnails a run makes of them anyway). With neither
+    ``text`` nor ``image`` the archive holds labels only: what ``bench --source nuswide`` reads, not a dataset
+    a run can train on (a run needs a view). One file holding
     several of these variables may be given for each (DCMH's ``FLICKR-25K.mat``: ``LAll``, ``YAll``, and
     the raw images as ``images``; see ``CONVERT_KEYS``). At least one of
     ``text``, ``image`` is needed. MATLAB v7.3 (HDF5) files need h5py (the error says how to install it).
@@ -530,8 +532,6 @@ def convert_mat(*, labels: str, out: str, text: str | None = None, image: str | 
     folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         raise DataError(f"--out {out}: the folder {folder} does not exist; expected an existing folder")
-    if text is None and image is None:
-        raise DataError("convert: give --text YAll.mat and/or --image IAll.mat besides --labels LAll.mat")
     given = {"--labels": (labels, "LAll"), "--text": (text, "YAll"), "--image": (image, "IAll")}
     for flag, (path, key) in given.items():
         if path is not None and not os.path.exists(path):

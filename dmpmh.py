@@ -984,12 +984,15 @@ class ConvertConfig:
 def convert_main(argv: list[str]) -> int:
     cc = _parse_dataclass(ConvertConfig, argv, "dmpmh.py convert")
     if not cc.labels or not cc.out:
-        raise ValueError("convert: give --labels LAll.mat, --text YAll.mat and/or --image IAll.mat, and --out FILE.npz")
+        raise ValueError("convert: give --labels LAll.mat, --out FILE.npz and, for a dataset a run can use, "
+                         "--text YAll.mat and/or --image IAll.mat")
     s = data.convert_mat(labels=cc.labels, text=cc.text or None, image=cc.image or None, out=cc.out)
     arrays = ", ".join(f"{k} {shape} {dtype}" for k, (shape, dtype) in s["arrays"].items())
     print(f"convert: wrote {s['out']}: {s['n']} items; {arrays}")
     print(f"  labels sum to {s['label_sum']} (per class: {', '.join(map(str, s['label_sums']))}); compare with the "
-          f"dataset's documentation, then run: python dmpmh.py --dataset {s['out']}")
+          "dataset's documentation, then "
+          + (f"run: python dmpmh.py --dataset {s['out']}" if len(s["arrays"]) > 1 else
+             "use it as the label file of bench --source (labels only: a run needs --text or --image too)"))
     return 0
 
 
@@ -1715,7 +1718,8 @@ class BenchConfig:
     what: str = "sanitize"        # sanitize (one size) | scaling (--sizes) | map (mAP speed on random codes) | pipeline (one run)
     source: str = "synthetic"     # label graph of sanitize/scaling: synthetic | mirflickr | nuswide (real labels
                                   # from --shared-dir: mirflickr25k/mirflickr25k_tags_labels.npz, nuswide/nuswide_tc10_labels.npz)
-    shared_dir: str = os.path.join("..", "shared", "data")   # folder of the real label files (--source mirflickr|nuswide)
+    shared_dir: str = os.path.join("..", "shared", "data")   # folder of the real label files (--source mirflickr|nuswide),
+                                  # relative to the working directory like every path
     n_train: int = 10000          # training items (graph nodes) for --what sanitize
     sizes: str = "2500,5000,10000,20000,40000"   # comma-separated numbers of training items (>= 100) for --what scaling
     repeats: int = 3              # repeats per size (>= 1); medians of time, maxima of memory
@@ -1749,21 +1753,36 @@ def _vm_hwm_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# --source -> (file below --shared-dir, the arrays it holds)
+BENCH_LABEL_FILES = {"mirflickr": (os.path.join("mirflickr25k", "mirflickr25k_tags_labels.npz"), "'text', 'labels'"),
+                     "nuswide": (os.path.join("nuswide", "nuswide_tc10_labels.npz"), "'labels'")}
+
+
+def _bench_label_file(bc: BenchConfig, name: str, arrays: str) -> str:
+    """<--shared-dir>/name, resolved against the working directory like every path; a missing file is one
+    DataError that names it and what to do."""
+    path = os.path.join(bc.shared_dir, name)
+    if not os.path.isfile(path):
+        raise data.DataError(f"{path}: no such file (--shared-dir {bc.shared_dir} resolves against the working "
+                             f"directory {os.getcwd()}); expected an .npz with arrays {arrays} (build one from the "
+                             "public .mat files with 'python dmpmh.py convert'); pass --shared-dir FOLDER, or use "
+                             "--source synthetic")
+    return path
+
+
 def _bench_label_graph(bc: BenchConfig, n_train: int):
     """Training labels and public projection for a sanitize benchmark."""
     rng = np.random.default_rng(bc.seed)
     if bc.source == "mirflickr":
-        path = os.path.join(bc.shared_dir, "mirflickr25k", "mirflickr25k_tags_labels.npz")
-        if not os.path.exists(path):
-            raise data.DataError(f"{path} not found; pass --shared-dir or use --source synthetic")
-        d = np.load(path)
-        idx = np.sort(rng.choice(len(d["labels"]), min(n_train, len(d["labels"])), replace=False))
-        ds = data.Dataset(name="mirflickr", text=d["text"][idx].astype(np.float32), image=None, labels=d["labels"][idx])
+        path = _bench_label_file(bc, *BENCH_LABEL_FILES["mirflickr"])
+        with data.open_npz(path) as d:
+            text, lab = (data.npz_array(d, k, path) for k in ("text", "labels"))
+        idx = np.sort(rng.choice(len(lab), min(n_train, len(lab)), replace=False))
+        ds = data.Dataset(name="mirflickr", text=text[idx].astype(np.float32), image=None, labels=lab[idx])
     elif bc.source == "nuswide":
-        path = os.path.join(bc.shared_dir, "nuswide", "nuswide_tc10_labels.npz")
-        if not os.path.exists(path):
-            raise data.DataError(f"{path} not found; pass --shared-dir or use --source synthetic")
-        lab = np.load(path)["labels"]
+        path = _bench_label_file(bc, *BENCH_LABEL_FILES["nuswide"])
+        with data.open_npz(path) as d:
+            lab = data.npz_array(d, "labels", path)
         idx = np.sort(rng.choice(len(lab), min(n_train, len(lab)), replace=False))
         # this file has no features: the public order comes from random public vectors
         ds = data.Dataset(name="nuswide", text=rng.normal(size=(len(idx), 64)).astype(np.float32), image=None,
@@ -1818,6 +1837,10 @@ def bench_main(argv: list[str]) -> int:
     for k in ("n_train", "max_degree", "proj_dim", "support_k"):
         _check_number(k, getattr(bc, k), kind=int, low=1)
     _check_number("seed", bc.seed, kind=int, low=0)
+    if bc.what in ("sanitize", "scaling") and bc.source in BENCH_LABEL_FILES:
+        _bench_label_file(bc, *BENCH_LABEL_FILES[bc.source])  # a missing file stops here, before any output
+    elif bc.what in ("sanitize", "scaling") and bc.source != "synthetic":
+        raise ValueError(f"bench --source {bc.source!r}: choose synthetic, mirflickr or nuswide")
     where = {"pipeline": f"run options '{bc.extra}'",
              "map": "random codes and labels (evaluate.benchmark_map: 2,100 queries x 184,000 codes, 64 bits)"
              }.get(bc.what, f"the {bc.source} label graph")

@@ -81,7 +81,7 @@ def test_convert_features_and_raw_images(tmp_path, capsys):
     ("key", ["x-yall.mat", "no key 'YAll'"]),
     ("not_npz", ["--out", ".npz"]),
     ("no_folder", ["--out", "does not exist"]),
-    ("no_view", ["--text", "--image"]),
+    ("no_labels", ["--labels", "--out"]),
     ("nan", ["x-yall.mat", "NaN"]),
 ])
 def test_convert_bad_input_one_error_line_exit_2(tmp_path, capsys, case, words):
@@ -104,8 +104,8 @@ def test_convert_bad_input_one_error_line_exit_2(tmp_path, capsys, case, words):
         argv[-1] = str(tmp_path / "bad.mat")
     elif case == "no_folder":
         argv[-1] = str(tmp_path / "nowhere" / "bad.npz")
-    elif case == "no_view":
-        argv = argv[2:]
+    elif case == "no_labels":
+        argv = argv[:2] + argv[4:]
     elif case == "nan":
         tags[1, 1] = np.nan
         scipy.io.savemat(p["text"], {"YAll": tags})
@@ -145,3 +145,31 @@ def test_convert_one_dcmh_file_holding_every_variable(tmp_path, capsys):
     with np.load(out) as z:
         assert z["image"].shape == (60, 32, 32, 3) and z["text"].shape == (60, 40)
         np.testing.assert_array_equal(z["labels"], lab)
+
+
+def test_convert_labels_only_for_bench(tmp_path, capsys):
+    lab, _, p = fabricate(str(tmp_path))
+    out = str(tmp_path / "nuswide_tc10_labels.npz")
+    rc, stdout, err = convert(capsys, "--labels", p["labels"], "--out", out)
+    assert rc == 0, err
+    assert "labels only" in stdout
+    with np.load(out) as z:
+        assert z.files == ["labels"]
+        np.testing.assert_array_equal(z["labels"], lab)
+
+
+def test_bench_reads_a_converted_label_file_relative_to_the_working_directory(tmp_path, capsys, monkeypatch):
+    _, _, p = fabricate(str(tmp_path), n=80)
+    os.makedirs(tmp_path / "shared" / "nuswide")
+    rc, _, err = convert(capsys, "--labels", p["labels"], "--out",
+                         str(tmp_path / "shared" / "nuswide" / "nuswide_tc10_labels.npz"))
+    assert rc == 0, err
+    monkeypatch.chdir(tmp_path)
+    small = ["--n-train", "80", "--proj-dim", "8", "--support-k", "4", "--max-degree", "4", "--repeats", "1"]
+    assert dmpmh.main(["bench", "--source", "nuswide", "--shared-dir", "shared", *small]) == 0
+    assert "SANITIZE" in capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "shared")  # the same relative folder, from elsewhere: not found, and said where
+    assert dmpmh.main(["bench", "--source", "nuswide", "--shared-dir", "shared", *small]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: shared/nuswide/nuswide_tc10_labels.npz: no such file")
+    assert str(tmp_path / "shared") in err[0]
