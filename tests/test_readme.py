@@ -38,7 +38,7 @@ COPIED = ("dmpmh.py", "data.py", "privacy.py", "hashing.py", "evaluate.py", "REA
 RUN_SMALL = ["--synthetic-items", "400", "--epochs", "1", "--proj-dim", "16", "--hidden", "32", "--support-k", "8",
              "--max-degree", "8", "--batch-size", "64", "--dpsgd-steps", "5"]
 BENCH_SMALL = ["--n-train", "400", "--sizes", "400", "--repeats", "1", "--proj-dim", "16", "--support-k", "8"]
-AUDIT_SMALL = ["--trials", "100"]
+AUDIT_SMALL = ["--trials", "100", "--n-nodes", "40"]
 LIST_OPTIONS = ("--methods", "--epsilons", "--bits", "--seeds")  # sweep/ablation: the first value only
 
 # command (as written in the README, comment stripped) -> why it is not run
@@ -139,6 +139,7 @@ import json, os, runpy, signal, sys, traceback
 repo = os.getcwd()
 sys.path.insert(0, repo)
 import numpy, scipy.io, torch, PIL.Image  # noqa: F401  imported once, before the forks
+import torch._dynamo  # noqa: F401  torch.optim.Adam imports it on first use: 2-3 s per process
 import data, evaluate, privacy, hashing, dmpmh  # noqa: F401
 for line in sys.stdin:
     req = json.loads(line)
