@@ -589,8 +589,11 @@ def sanitize(graph, z: np.ndarray, cfg: Config, source: privacy.NoiseSource, tim
     shares = {"degrees": cfg.share_degrees, "triangles": cfg.share_triangles,
               "edges": cfg.share_edges, "bilinear": cfg.share_bilinear}
     t = _Stage()
+    # one pass over the row blocks: checks, clip, moments, and both public supports (NMD's support_k
+    # and the public prior's knn_k: release.support_for(k))
     release = privacy.measure(graph, z, epsilon=cfg.epsilon, delta=cfg.delta, max_degree=cfg.max_degree,
-                              shares=shares, source=source, clip=cfg.method != "naive", noise=cfg.noise)
+                              shares=shares, source=source, clip=cfg.method != "naive", noise=cfg.noise,
+                              support_ks=(cfg.support_k, cfg.knn_k))
     timings["clip + measure"] = t.done()
     t = _Stage()
     synth = privacy.synthesize(release, z, support_k=cfg.support_k, nmd_iters=cfg.nmd_iters, prior=cfg.nmd_prior,
@@ -711,7 +714,7 @@ def run(cfg: Config) -> dict:
                                                   not_private=not_private_reasons(cfg))
             timings["sanitize"] = t.done()
             rep = synth.report
-            knn_pairs = privacy.public_support(z, k=cfg.knn_k)
+            knn_pairs = release.support_for(cfg.knn_k, z)  # computed in measure's one pass
             choices = privacy.training_choices(synth, targets=cfg.targets, pair_balance=cfg.pair_balance,
                                                prior="never" if cfg.public_prior == "none" else "auto",
                                                prior_pairs=knn_pairs)
@@ -1019,11 +1022,13 @@ class _ClippingDisabled:
     while the sensitivities still claim clipping. Never used outside the audit."""
 
     def __enter__(self):
-        self._orig = privacy.stable_clip
+        self._orig = privacy.stable_clip, privacy._clip_block_keep
         privacy.stable_clip = lambda graph, order, *, max_degree, block=None: privacy._all_edges(graph)
+        # measure's one pass selects each row's top-D list here: keep every incident edge instead
+        privacy._clip_block_keep = lambda adj, sim, D: np.array(adj, dtype=bool, copy=True)
 
     def __exit__(self, *exc):
-        privacy.stable_clip = self._orig
+        privacy.stable_clip, privacy._clip_block_keep = self._orig
 
 
 def validate_audit(acfg: AuditConfig) -> None:
@@ -1809,8 +1814,9 @@ def bench_sanitize(bc: BenchConfig, n_train: int, *, verbose: bool = True) -> di
     rows["clip"] = t.done()
     del edges
     t = _Stage()
+    # as sanitize: one pass for the checks, the clip, the moments and both public supports
     release = privacy.measure(graph, z, epsilon=bc.epsilon, delta=bc.delta, max_degree=bc.max_degree,
-                              shares=shares, source=source)
+                              shares=shares, source=source, support_ks=(bc.support_k, Config.knn_k))
     rows["measure (incl. its own clip)"] = t.done()
     t = _Stage()
     synth = privacy.synthesize(release, z, support_k=bc.support_k, verbose=False)

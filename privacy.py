@@ -225,11 +225,202 @@ def _rows_per_block(n: int, *, bytes_per_entry: int = 8, budget: int = 256 << 20
 PROGRESS_MIN_ROWS = 50_000  # below this the O(N^2) passes take seconds and stay quiet
 
 
-def _row_progress(label: str, done: int, n: int, step: int) -> None:
+def _row_progress(label: str, done: int, n: int, step: int, t0: float | None = None) -> None:
     """Progress line for a long row-block pass: prints only row counters (public: N and the block
-    schedule), about every 10% of the rows, and only when N >= PROGRESS_MIN_ROWS."""
+    schedule) and, given the pass's start time ``t0``, the elapsed seconds and an ETA extrapolated
+    from them, about every 10% of the rows, and only when N >= PROGRESS_MIN_ROWS. No value of the
+    private graph is printed (the wall time is not a release; whoever runs the pass sees it anyway)."""
     if n >= PROGRESS_MIN_ROWS and (done == n or done // max(1, n // 10) != (done - step) // max(1, n // 10)):
-        print(f"    {label}: {done:,}/{n:,} rows", flush=True)
+        tail = ""
+        if t0 is not None:
+            el = time.perf_counter() - t0
+            tail = f", {el:.0f}s elapsed, ETA {el / max(done, 1) * (n - done):.0f}s"
+        print(f"    {label}: {done:,}/{n:,} rows{tail}", flush=True)
+
+
+class _SimpleGraphCheck:
+    """The checks of ``check_simple_graph``, fed one row block at a time (so that a pass that reads
+    the rows anyway checks them on the way): 0/1 entries, no self-loops, shape, and symmetry
+    A r == A^T r on two random integer vectors r (exact: products in float64 BLAS are exact
+    because every partial sum is an integer below N * 2^20 < 2^53). The errors name no statistic
+    of the graph (no counts, no rows)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        rng = np.random.default_rng()  # a check, not a release: same answer for every draw on valid input
+        self.r = rng.integers(0, 1 << 20, size=(n, 2), dtype=np.int64).astype(np.float64)
+        self.ar = np.zeros((n, 2))
+        self.atr = np.zeros((n, 2))
+
+    def rows(self, rows, s: int, e: int) -> np.ndarray:
+        """Validate rows s..e; returns them as bool."""
+        rows = np.asarray(rows)
+        if rows.ndim != 2 or rows.shape != (e - s, self.n):
+            raise ValueError(f"graph.rows({s}, {e}) has shape {rows.shape}; expected "
+                             f"({e - s}, {self.n}): the private graph must be an N x N adjacency")
+        if rows.dtype != np.bool_:
+            if not np.isin(rows, (0, 1)).all():
+                raise ValueError("the private graph must be a 0/1 adjacency (a simple graph); it has entries "
+                                 "other than 0 and 1 (weights or multi-edges are not supported)")
+            rows = rows.astype(bool)
+        b = rows.shape[0]
+        if rows[np.arange(b), s + np.arange(b)].any():
+            raise ValueError("the private graph has self-loops (an item linked to itself); the sensitivities "
+                             "assume a simple graph, so the diagonal must be 0")
+        return rows
+
+    def products(self, a64: np.ndarray, s: int) -> None:
+        """Accumulate A r and A^T r from the float64 copy of rows s..s+len(a64)."""
+        self.ar[s:s + len(a64)] = a64 @ self.r
+        self.atr += a64.T @ self.r[s:s + len(a64)]
+
+    def finish(self) -> None:
+        if self.n >= 1 << 33:
+            raise ValueError(f"N={self.n} too large for the exact symmetry check")
+        if not np.array_equal(self.ar, self.atr):
+            raise ValueError("the private graph is not symmetric (some edge (u, v) lacks (v, u)); edge-level "
+                             "privacy here is for undirected graphs, so the adjacency must be symmetric")
+
+
+def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int) -> np.ndarray:
+    """Each row's top-D list under the public total order, vectorised over the rows: a bool mask
+    (rows x n), True at the D incident edges that rank first by decreasing ``sim``, ties broken by
+    increasing neighbour index (all incident edges where the degree is <= D). ``sim`` is
+    overwritten. Per row: the exact D-th largest key k among the incident edges (np.partition),
+    every edge with key > k, then the edges with key == k in index order until D are listed.
+    This is a function of the row alone, so the lists do not depend on the block size."""
+    keep = adj.copy()
+    deg = adj.sum(1)
+    big = np.flatnonzero(deg > D)
+    if len(big) == 0:
+        return keep
+    n = adj.shape[1]
+    s = sim[big]
+    s[~adj[big]] = -np.inf
+    kth = np.partition(s, n - D, axis=1)[:, n - D][:, None]  # the D-th largest key of each row
+    above = s > kth
+    tied = s == kth
+    del s
+    need = D - above.sum(1)
+    multi = np.flatnonzero(tied.sum(1) > need)  # rows where the tie at the threshold is broken by index
+    if len(multi):
+        tied[multi] &= np.cumsum(tied[multi], axis=1, dtype=np.int64) <= need[multi, None]
+    keep[big] = above | tied
+    return keep
+
+
+@dataclass
+class RowBlockPass:
+    """What ``row_block_pass`` returns. ``clipped``: the stably clipped edges (m, 2), u < v, sorted
+    (None when not asked); ``supports``: k -> public top-k support (``public_support``);
+    ``edges`` and ``bilinear``: edge count and Z^T A Z of the unclipped graph (None when not asked).
+    Private values: only measure() may read ``clipped``, ``edges`` and ``bilinear``."""
+    clipped: np.ndarray | None
+    supports: dict
+    edges: float | None
+    bilinear: np.ndarray | None
+
+
+def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, support_ks=(),
+                   support_z: np.ndarray | None = None, moments: bool = False, check: bool = True,
+                   block: int | None = None, label: str = "row-block pass") -> RowBlockPass:
+    """ONE pass over row blocks of the private adjacency and of the public similarities.
+
+    Each block of rows I is read once (``graph.rows``) and its public similarities z_I z^T
+    computed once; from them, at the same time:
+      * the simple-graph checks (``check``; as ``check_simple_graph``);
+      * the edge count and the bilinear moments Z^T A Z (``moments``; as ``_edge_count_and_bilinear``,
+        the same products accumulated over the same blocks, hence the same bits);
+      * each node's top-D list of the stable clip (``max_degree``; the public order and tie-break
+        of ``stable_clip``), selected for the whole block at once (``_clip_block_keep``);
+      * each node's top-k public neighbours for every k in ``support_ks`` (as ``public_support``:
+        argpartition of the row of (support_z) z^T, itself the same per row whatever the block).
+    ``graph`` may be None when only supports are asked. The clip key is computed in float64 from
+    float64 z (as today); the supports in the dtype of ``support_z`` (default z), as today.
+    Memory O(block * N): the default block keeps one float64 (block x N) array near 256 MiB, and
+    the per-row selections run over sub-blocks of rows of at most ~128 MiB per working array.
+    Time O(N^2 (r + L)) for the products (L: the label width of an implicit label graph) plus
+    O(N^2) for the selections; nothing in it is a Python loop over rows.
+    """
+    n = len(z) if graph is None else graph.n
+    D = None if max_degree is None else int(max_degree)
+    if D is not None and not (isinstance(max_degree, (int, np.integer)) and D >= 1):
+        raise ValueError(f"max_degree (D)={max_degree} must be an integer >= 1")
+    ks = sorted({int(k) for k in support_ks})
+    if any(k < 1 for k in ks):
+        raise ValueError(f"support k must be >= 1, got {ks}")
+    need_graph = check or moments or D is not None
+    if need_graph and graph is None:
+        raise ValueError("row_block_pass: a graph is required for the checks, the moments or the clip")
+    z64 = np.asarray(z).astype(np.float64, copy=False)
+    zs = np.asarray(z if support_z is None else support_z)
+    if len(zs) != n or len(z64) != n:
+        raise ValueError(f"public projection has {len(z64)} rows (support: {len(zs)}), the graph {n} nodes")
+    block = block or _rows_per_block(n)
+    sub = _rows_per_block(n, bytes_per_entry=8, budget=128 << 20)  # rows per selection sub-block
+    chk = _SimpleGraphCheck(n) if (graph is not None and check) else None
+    m = 0.0
+    acc = np.zeros((z64.shape[1], z64.shape[1])) if moments else None
+    listed = []  # keys a * n + b (a < b) of every (u, v) in u's top-D list
+    sup_rows = {k: [] for k in ks}
+    sup_cols = {k: [] for k in ks}
+    t0 = time.perf_counter()
+    for s in range(0, n, block):
+        e = min(n, s + block)
+        adj = None
+        if need_graph:
+            adj = graph.rows(s, e)
+            if chk is not None:
+                adj = chk.rows(adj, s, e)
+            else:
+                adj = np.asarray(adj, dtype=bool)
+            if chk is not None or moments:
+                a64 = adj.astype(np.float64)
+                if chk is not None:
+                    chk.products(a64, s)
+                if moments:
+                    m += float(adj.sum())
+                    acc += z64[s:e].T @ (a64 @ z64).astype(np.float64)
+                del a64
+        for a in range(s, e, sub) if ks and n > 1 else ():
+            b = min(e, a + sub)
+            neg = -(zs[a:b] @ zs.T)  # one product for every k; as public_support's -sim, bit for bit
+            neg[np.arange(b - a), np.arange(a, b)] = np.inf
+            for k in ks:
+                kk = min(k, n - 1)
+                idx = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
+                sup_rows[k].append(np.repeat(np.arange(a, b), kk))
+                sup_cols[k].append(idx.ravel())
+                del idx
+            del neg
+        if D is not None:
+            sim = z64[s:e] @ z64.T
+            for a in range(0, e - s, sub):
+                b = min(e - s, a + sub)
+                keep = _clip_block_keep(adj[a:b], sim[a:b], D)
+                r, c = np.nonzero(keep)
+                del keep
+                u = r + (s + a)
+                listed.append(np.minimum(u, c) * n + np.maximum(u, c))
+            del sim
+        _row_progress(label, e, n, e - s, t0)
+    if chk is not None:
+        chk.finish()
+    clipped = None
+    if D is not None:
+        keys = np.concatenate(listed) if listed else np.zeros(0, dtype=np.int64)
+        uniq, counts = np.unique(keys, return_counts=True)
+        kept = uniq[counts == 2]  # listed by both endpoints
+        clipped = np.stack([kept // n, kept % n], 1)
+    supports = {}
+    for k in ks:
+        if not sup_rows[k]:
+            supports[k] = np.zeros((0, 2), dtype=np.int64)
+            continue
+        u, v = np.concatenate(sup_rows[k]), np.concatenate(sup_cols[k])
+        key = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
+        supports[k] = np.stack([key // n, key % n], 1)
+    return RowBlockPass(clipped=clipped, supports=supports, edges=m / 2.0 if moments else None, bilinear=acc)
 
 
 def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int | None = None) -> np.ndarray:
@@ -253,43 +444,13 @@ def stable_clip(graph, order: np.ndarray, *, max_degree: int, block: int | None 
     its kept/not-kept status is unchanged. Hence the symmetric difference is a
     subset of {e, (a, x), (b, y)}: at most 3 edges. Removal is the same argument
     with G and G' swapped. Degree: a kept edge at w is in L_w and |L_w| <= D. []
+
+    The lists are selected by ``row_block_pass`` (vectorised over each row block); this function
+    runs that pass for the clip alone (no graph checks, no moments, no supports).
     """
     if not (isinstance(max_degree, (int, np.integer)) and max_degree >= 1):
         raise ValueError(f"max_degree (D)={max_degree} must be an integer >= 1")
-    n = graph.n
-    D = int(max_degree)
-    block = block or _rows_per_block(n)
-    top = np.full((n, D), -1, dtype=np.int64)
-    for s in range(0, n, block):
-        adj = graph.rows(s, min(n, s + block))
-        b = adj.shape[0]
-        sim = (order[s:s + b].astype(np.float64) @ order.T.astype(np.float64))
-        sim[~adj] = -np.inf
-        deg = adj.sum(1)
-        for r in range(b):
-            d = int(deg[r])
-            if d == 0:
-                continue
-            if d <= D:
-                top[s + r, :d] = np.flatnonzero(adj[r])
-                continue
-            nb = np.flatnonzero(adj[r])
-            key = sim[r, nb]
-            # exact D-th largest value, then ties at the threshold by neighbour index
-            kth = np.partition(key, d - D)[d - D]
-            above = nb[key > kth]
-            tied = nb[key == kth]  # nb is sorted, so tied is sorted by index
-            top[s + r] = np.concatenate([above, tied[:D - len(above)]])
-        _row_progress("clip", s + b, n, b)
-    u = np.repeat(np.arange(n), D)
-    v = top.ravel()
-    ok = v >= 0
-    u, v = u[ok], v[ok]
-    a, b = np.minimum(u, v), np.maximum(u, v)
-    key = a * n + b
-    uniq, counts = np.unique(key, return_counts=True)
-    kept = uniq[counts == 2]  # listed by both endpoints
-    return np.stack([kept // n, kept % n], 1)
+    return row_block_pass(graph, order, max_degree=max_degree, check=False, block=block, label="clip").clipped
 
 
 # ---------------------------------------------------------------------------
@@ -847,14 +1008,37 @@ class Release:
     noise: str
     secure: bool
     clipped_edges_public_order: str = "cosine similarity of public projections, ties by neighbour index"
+    # public top-k supports computed in measure's one pass (public data only), and a fingerprint of
+    # the public projection they were computed from
+    supports: dict = field(default_factory=dict, repr=False)
+    support_fingerprint: str | None = field(default=None, repr=False)
 
     def __getitem__(self, name: str) -> Measurement:
         return self.measurements[name]
 
+    def support_for(self, k: int, z: np.ndarray | None = None) -> np.ndarray:
+        """``public_support(z, k=k)``: the one precomputed in measure's pass when it was asked for
+        (``support_ks``) over this same z (checked by fingerprint), else computed now."""
+        k = int(k)
+        if k in self.supports and (z is None or _fingerprint(z) == self.support_fingerprint):
+            return self.supports[k]
+        if z is None:
+            raise ValueError(f"no public support for k={k} was computed in measure (support_ks); pass z")
+        return public_support(z, k=k)
+
+
+def _fingerprint(z) -> str:
+    """A digest of a public array (its dtype, shape and bytes), to match supports to their z."""
+    import hashlib
+    a = np.ascontiguousarray(z)
+    h = hashlib.blake2b(f"{a.dtype.str}{a.shape}".encode(), digest_size=16)
+    h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+    return h.hexdigest()
+
 
 def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: int | None,
             shares: dict[str, float], source: NoiseSource, clip: bool = True,
-            noise: str = "gaussian") -> Release:
+            noise: str = "gaussian", support_ks=()) -> Release:
     """Release the statistics of ``graph`` with calibrated Gaussian noise.
 
     ``noise="gaussian"``: continuous Gaussian noise on every statistic, composed
@@ -872,6 +1056,11 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     unclipped graph with the true worst-case sensitivity (naive_triangle_sensitivity).
     ``epsilon = inf`` releases exact values: a NOT PRIVATE reference, marked as such.
     No un-noised value leaves this function.
+
+    One ``row_block_pass`` reads the graph: the simple-graph checks, the clip (once; the motif
+    statistics use its edges), the edge count and bilinear moments, and the public supports for
+    every k in ``support_ks`` (public data only; ``Release.support_for(k)``), so the pipeline
+    never repeats the O(N^2 r) similarity pass.
     """
     if noise not in ("gaussian", "discrete"):
         raise ValueError(f"noise={noise!r}: choose 'gaussian' or 'discrete'")
@@ -884,6 +1073,7 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     names = [k for k in STATISTICS if shares.get(k, 0) > 0]
     if not names:
         raise ValueError("shares selects no statistic")
+    z_public = np.asarray(z)  # as given: the supports are computed from it (as public_support(z))
     z = np.asarray(z, dtype=np.float64)
     if not np.isfinite(z).all():
         raise ValueError("public projection z contains NaN or inf; rows must be finite with norm <= 1 "
@@ -900,7 +1090,6 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
     if not 0 < delta < 1:
         raise ValueError(f"delta={delta} must be in (0, 1)")
     n = graph.n
-    check_simple_graph(graph)
     if clip:
         if max_degree is None:
             raise ValueError("max_degree (D) is required when clipping")
@@ -925,9 +1114,16 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
         mu = math.sqrt(2 * rho)  # reported as sqrt(2 rho); the guarantee is rho-zCDP
 
     values: dict[str, np.ndarray] = {}
+    want_clip = clip and ("degrees" in names or "triangles" in names)
+    want_moments = "edges" in names or "bilinear" in names
+    passed = row_block_pass(graph, z, max_degree=max_degree if want_clip else None, support_ks=support_ks,
+                            support_z=z_public, moments=want_moments, check=True,
+                            label="clip, moments and supports")
+    supports = passed.supports
     if "degrees" in names or "triangles" in names:
         if clip:
-            motif_edges = stable_clip(graph, z, max_degree=max_degree)
+            motif_edges = passed.clipped
+            passed.clipped = None
             deg = degrees_of(motif_edges, n)
             tri = triangles_of(motif_edges, n) if "triangles" in names else None
             del motif_edges
@@ -935,10 +1131,10 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
             deg, tri = unclipped_motifs(graph, triangles="triangles" in names)
         values.update({k: v for k, v in (("degrees", deg), ("triangles", tri)) if k in names})
         del deg, tri
-    if "edges" in names or "bilinear" in names:
-        m, bil = _edge_count_and_bilinear(graph, z)
-        values["edges"] = np.array([m])
-        values["bilinear"] = bil
+    if want_moments:
+        values["edges"] = np.array([passed.edges])
+        values["bilinear"] = passed.bilinear
+    del passed
     out = {}
     for k, sigma, share in zip(names, sigmas, w):
         exact = values.pop(k)
@@ -951,42 +1147,19 @@ def measure(graph, z: np.ndarray, *, epsilon: float, delta: float, max_degree: i
                              norm="Frobenius" if k == "bilinear" else "L2",
                              clipped=clip and k in ("degrees", "triangles"))
     return Release(measurements=out, epsilon=epsilon, delta=delta, mu=mu,
-                   max_degree=max_degree if clip else None, n_nodes=n, noise=noise, secure=source.secure)
+                   max_degree=max_degree if clip else None, n_nodes=n, noise=noise, secure=source.secure,
+                   supports=supports, support_fingerprint=_fingerprint(z_public) if supports else None)
 
 
 def check_simple_graph(graph, block: int | None = None) -> None:
     """Refuse a graph that is not simple and undirected: 0/1 entries, no self-loops, symmetric.
 
     Every sensitivity above assumes such a graph (one edge = one symmetric pair of 0/1 entries).
-    One pass over the rows. Symmetry is checked exactly on two random integer vectors r:
-    A r == A^T r (int64, no rounding); an asymmetric A passes with probability <= 2^-40.
+    One pass over the rows (``_SimpleGraphCheck``; ``measure`` runs the same checks inside its one
+    ``row_block_pass``). Symmetry is checked exactly on two random integer vectors r:
+    A r == A^T r (no rounding); an asymmetric A passes with probability <= 2^-40.
     The errors name no statistic of the graph (no counts, no rows)."""
-    n = graph.n
-    block = block or _rows_per_block(n)
-    rng = np.random.default_rng()  # a check, not a release: the answer is the same for every draw on valid input
-    r = rng.integers(0, 1 << 20, size=(n, 2), dtype=np.int64)
-    ar = np.zeros((n, 2), dtype=np.int64)
-    atr = np.zeros((n, 2), dtype=np.int64)
-    for s in range(0, n, block):
-        rows = np.asarray(graph.rows(s, min(n, s + block)))
-        if rows.ndim != 2 or rows.shape != (min(n, s + block) - s, n):
-            raise ValueError(f"graph.rows({s}, {min(n, s + block)}) has shape {rows.shape}; expected "
-                             f"({min(n, s + block) - s}, {n}): the private graph must be an N x N adjacency")
-        if rows.dtype != np.bool_:
-            if not np.isin(rows, (0, 1)).all():
-                raise ValueError("the private graph must be a 0/1 adjacency (a simple graph); it has entries "
-                                 "other than 0 and 1 (weights or multi-edges are not supported)")
-            rows = rows.astype(bool)
-        b = rows.shape[0]
-        if rows[np.arange(b), s + np.arange(b)].any():
-            raise ValueError("the private graph has self-loops (an item linked to itself); the sensitivities "
-                             "assume a simple graph, so the diagonal must be 0")
-        ri = rows.astype(np.int64)
-        ar[s:s + b] = ri @ r
-        atr += ri.T @ r[s:s + b]
-    if not np.array_equal(ar, atr):
-        raise ValueError("the private graph is not symmetric (some edge (u, v) lacks (v, u)); edge-level "
-                         "privacy here is for undirected graphs, so the adjacency must be symmetric")
+    row_block_pass(graph, np.zeros((graph.n, 1)), check=True, block=block, label="graph check")
 
 
 def calibrate_rho(*, epsilon: float, delta: float) -> float:
@@ -1029,21 +1202,13 @@ def _all_edges(graph, block: int | None = None) -> np.ndarray:
 
 def public_support(z: np.ndarray, *, k: int, block: int | None = None) -> np.ndarray:
     """Candidate pairs: each node's k most similar nodes by public projection,
-    symmetrised (union), as an (m, 2) array with u < v. Public: no graph input."""
-    n = len(z)
-    k = min(k, n - 1)
-    block = block or _rows_per_block(n, bytes_per_entry=24)  # sim, -sim (float32) and argpartition (int64)
-    rows, cols = [], []
-    for s in range(0, n, block):
-        sim = z[s:s + block] @ z.T
-        sim[np.arange(len(sim)), np.arange(s, s + len(sim))] = -np.inf
-        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        rows.append(np.repeat(np.arange(s, s + len(sim)), k))
-        cols.append(idx.ravel())
-        _row_progress("public support", s + len(sim), n, len(sim))
-    u, v = np.concatenate(rows), np.concatenate(cols)
-    key = np.unique(np.minimum(u, v) * n + np.maximum(u, v))
-    return np.stack([key // n, key % n], 1)
+    symmetrised (union), as an (m, 2) array with u < v. Public: no graph input.
+    Per row: argpartition of the row of z z^T (self excluded), in z's dtype; a function of the
+    row alone, so the same for every block size. ``measure(support_ks=...)`` computes the same
+    supports inside its one pass (``Release.support_for``)."""
+    return row_block_pass(None, z, support_ks=(k,), check=False,
+                          block=block or _rows_per_block(len(z), bytes_per_entry=24),
+                          label="public support").supports[int(k)]
 
 
 def list_triangles(edges: np.ndarray, n: int) -> np.ndarray:
@@ -1373,7 +1538,7 @@ def synthesize(release: Release, z: np.ndarray, *, support_k: int, nmd_iters: in
     """Post-process a Release into a SyntheticGraph (semantic fit, then NMD)."""
     w, c, rank_report = fit_semantic(release, z, noise_ridge=noise_ridge, rank=fit_rank)
     has_motif = any(k in release.measurements for k in ("degrees", "triangles"))
-    support = public_support(z, k=support_k) if has_motif else np.zeros((0, 2), dtype=np.int64)
+    support = release.support_for(support_k, z) if has_motif else np.zeros((0, 2), dtype=np.int64)
     report: dict = dict(rank_report)
     if has_motif:
         zw = z @ w  # once, O(N r^2); then O(r) per support pair, in chunks of O(chunk * r) memory
