@@ -1025,7 +1025,7 @@ class _ClippingDisabled:
         self._orig = privacy.stable_clip, privacy._clip_block_keep
         privacy.stable_clip = lambda graph, order, *, max_degree, block=None: privacy._all_edges(graph)
         # measure's one pass selects each row's top-D list here: keep every incident edge instead
-        privacy._clip_block_keep = lambda adj, sim, D: np.array(adj, dtype=bool, copy=True)
+        privacy._clip_block_keep = lambda adj, sim, D, **kw: np.array(adj, dtype=bool, copy=True)
 
     def __exit__(self, *exc):
         privacy.stable_clip, privacy._clip_block_keep = self._orig

@@ -282,13 +282,42 @@ class _SimpleGraphCheck:
                              "privacy here is for undirected graphs, so the adjacency must be symmetric")
 
 
-def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int) -> np.ndarray:
+class _ExactOrder:
+    """What makes the clip order exact: the public order is the EXACT inner product <z_u, z_v> of
+    the float64 rows (ties by neighbour index), not whatever a BLAS kernel rounds it to. A
+    computed key is within ``tol_u`` = 2 gamma_r ||z_u|| max_v ||z_v|| of the exact one, gamma_r
+    = r u / (1 - r u), u = 2^-53 (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed.,
+    eq. (3.5): |fl(x^T y) - x^T y| <= gamma_r |x|^T |y|, for ANY summation order, with or
+    without FMA; the factor 2 is slack for the norms' own rounding). So a key farther than
+    2 tol from the D-th computed key is on the right side of the exact threshold, and only keys
+    within 2 tol of it are resolved exactly: equal rows of z (``cls``, the same public vector)
+    have equal exact keys, and the rest are compared in exact rational arithmetic. The clip is
+    then a function of the graph and z alone: the same for every block size, BLAS kernel and
+    thread count. Where no key is that close, the result is the computed order's, bit for bit."""
+
+    def __init__(self, z64: np.ndarray):
+        r = max(1, z64.shape[1])
+        u = 2.0 ** -53
+        gamma = r * u / (1 - r * u)
+        norms = np.sqrt((z64 * z64).sum(1))
+        self.z = z64
+        self.tol = 2 * gamma * norms * (norms.max() if len(norms) else 0.0) + 1e-300
+        self.cls = np.unique(z64, axis=0, return_inverse=True)[1].ravel() if len(z64) else np.zeros(0, np.int64)
+
+    def key(self, u: int, v: int) -> Fraction:
+        return sum((Fraction(float(a)) * Fraction(float(b)) for a, b in zip(self.z[u], self.z[v])), Fraction(0))
+
+
+def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrder | None = None,
+                     rows: np.ndarray | None = None) -> np.ndarray:
     """Each row's top-D list under the public total order, vectorised over the rows: a bool mask
-    (rows x n), True at the D incident edges that rank first by decreasing ``sim``, ties broken by
-    increasing neighbour index (all incident edges where the degree is <= D). ``sim`` is
-    overwritten. Per row: the exact D-th largest key k among the incident edges (np.partition),
-    every edge with key > k, then the edges with key == k in index order until D are listed.
-    This is a function of the row alone, so the lists do not depend on the block size."""
+    (rows x n), True at the D incident edges that rank first by decreasing key, ties broken by
+    increasing neighbour index (all incident edges where the degree is <= D). ``sim`` holds the
+    computed keys and is overwritten. Without ``exact``: the order of the computed keys (per row,
+    the exact D-th largest computed key k, every edge with key > k, then the edges with key == k
+    in index order until D are listed). With ``exact`` (``_ExactOrder``; ``rows`` = the node ids
+    of the rows): the order of the exact inner products, resolved as that class says.
+    Each row's list is a function of that row alone, so it does not depend on the block size."""
     keep = adj.copy()
     deg = adj.sum(1)
     big = np.flatnonzero(deg > D)
@@ -298,11 +327,28 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int) -> np.ndarray:
     s = sim[big]
     s[~adj[big]] = -np.inf
     kth = np.partition(s, n - D, axis=1)[:, n - D][:, None]  # the D-th largest key of each row
-    above = s > kth
-    tied = s == kth
+    if exact is None:
+        above = s > kth
+        tied = s == kth
+    else:
+        margin = 2 * exact.tol[rows[big]][:, None]
+        above = s > kth + margin                      # surely above the exact threshold
+        tied = (s >= kth - margin) & ~above          # within rounding of it: resolved exactly
     del s
     need = D - above.sum(1)
-    multi = np.flatnonzero(tied.sum(1) > need)  # rows where the tie at the threshold is broken by index
+    multi = np.flatnonzero(tied.sum(1) > need)  # rows where the threshold's candidates exceed the places left
+    if len(multi) and exact is not None:
+        cls = np.where(tied[multi], exact.cls[None, :], -1)
+        one = cls.max(1) == np.where(tied[multi], exact.cls[None, :], np.iinfo(np.int64).max).min(1)
+        del cls
+        for i in multi[~one]:  # candidates from different public vectors: exact rational keys
+            cand = np.flatnonzero(tied[i])
+            u = int(rows[big[i]])
+            keys = {c: exact.key(u, int(np.flatnonzero(exact.cls == c)[0])) for c in np.unique(exact.cls[cand])}
+            ranked = sorted(cand, key=lambda v: (-keys[exact.cls[v]], v))
+            tied[i] = False
+            tied[i, ranked[:need[i]]] = True
+        multi = multi[one]  # candidates share one public vector: equal exact keys, index order
     if len(multi):
         tied[multi] &= np.cumsum(tied[multi], axis=1, dtype=np.int64) <= need[multi, None]
     keep[big] = above | tied
@@ -323,7 +369,8 @@ class RowBlockPass:
 
 def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, support_ks=(),
                    support_z: np.ndarray | None = None, moments: bool = False, check: bool = True,
-                   block: int | None = None, label: str = "row-block pass") -> RowBlockPass:
+                   block: int | None = None, support_block: int | None = None,
+                   label: str = "row-block pass") -> RowBlockPass:
     """ONE pass over row blocks of the private adjacency and of the public similarities.
 
     Each block of rows I is read once (``graph.rows``) and its public similarities z_I z^T
@@ -337,8 +384,10 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
         argpartition of the row of (support_z) z^T, itself the same per row whatever the block).
     ``graph`` may be None when only supports are asked. The clip key is computed in float64 from
     float64 z (as today); the supports in the dtype of ``support_z`` (default z), as today.
-    Memory O(block * N): the default block keeps one float64 (block x N) array near 256 MiB, and
-    the per-row selections run over sub-blocks of rows of at most ~128 MiB per working array.
+    Memory O(block * N): the default block keeps one float64 (block x N) array near 256 MiB, the
+    clip selections run over sub-blocks of at most ~128 MiB per working array, and the support
+    rows over ``support_block`` rows (default: public_support's own, ~256 MiB for its three
+    working arrays together).
     Time O(N^2 (r + L)) for the products (L: the label width of an implicit label graph) plus
     O(N^2) for the selections; nothing in it is a Python loop over rows.
     """
@@ -357,8 +406,13 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     if len(zs) != n or len(z64) != n:
         raise ValueError(f"public projection has {len(z64)} rows (support: {len(zs)}), the graph {n} nodes")
     block = block or _rows_per_block(n)
-    sub = _rows_per_block(n, bytes_per_entry=8, budget=128 << 20)  # rows per selection sub-block
+    sub = _rows_per_block(n, bytes_per_entry=8, budget=128 << 20)  # rows per clip-selection sub-block
+    # the supports' rows go on public_support's own default grid, so that their products are the
+    # same gemm calls as public_support's (same bits); they need no graph rows, so any grid will do
+    support_block = support_block or _rows_per_block(n, bytes_per_entry=24)
+    next_sup = 0
     chk = _SimpleGraphCheck(n) if (graph is not None and check) else None
+    exact = _ExactOrder(z64) if D is not None else None
     m = 0.0
     acc = np.zeros((z64.shape[1], z64.shape[1])) if moments else None
     listed = []  # keys a * n + b (a < b) of every (u, v) in u's top-D list
@@ -382,8 +436,9 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
                     m += float(adj.sum())
                     acc += z64[s:e].T @ (a64 @ z64).astype(np.float64)
                 del a64
-        for a in range(s, e, sub) if ks and n > 1 else ():
-            b = min(e, a + sub)
+        while ks and n > 1 and next_sup < e:  # the support rows on their own grid, up to this block's end
+            a, b = next_sup, min(n, next_sup + support_block)
+            next_sup = b
             neg = -(zs[a:b] @ zs.T)  # one product for every k; as public_support's -sim, bit for bit
             neg[np.arange(b - a), np.arange(a, b)] = np.inf
             for k in ks:
@@ -397,7 +452,7 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
             sim = z64[s:e] @ z64.T
             for a in range(0, e - s, sub):
                 b = min(e - s, a + sub)
-                keep = _clip_block_keep(adj[a:b], sim[a:b], D)
+                keep = _clip_block_keep(adj[a:b], sim[a:b], D, exact=exact, rows=np.arange(s + a, s + b))
                 r, c = np.nonzero(keep)
                 del keep
                 u = r + (s + a)
@@ -1206,8 +1261,8 @@ def public_support(z: np.ndarray, *, k: int, block: int | None = None) -> np.nda
     Per row: argpartition of the row of z z^T (self excluded), in z's dtype; a function of the
     row alone, so the same for every block size. ``measure(support_ks=...)`` computes the same
     supports inside its one pass (``Release.support_for``)."""
-    return row_block_pass(None, z, support_ks=(k,), check=False,
-                          block=block or _rows_per_block(len(z), bytes_per_entry=24),
+    block = block or _rows_per_block(len(z), bytes_per_entry=24)
+    return row_block_pass(None, z, support_ks=(k,), check=False, block=block, support_block=block,
                           label="public support").supports[int(k)]
 
 
