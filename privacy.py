@@ -300,12 +300,24 @@ class _ExactOrder:
         u = 2.0 ** -53
         gamma = r * u / (1 - r * u)
         norms = np.sqrt((z64 * z64).sum(1))
-        self.z = z64
         self.tol = 2 * gamma * norms * (norms.max() if len(norms) else 0.0) + 1e-300
+        self.zero = norms == 0  # a zero row: every key exactly 0 (BLAS computes 0 * x + ... exactly)
         self.cls = np.unique(z64, axis=0, return_inverse=True)[1].ravel() if len(z64) else np.zeros(0, np.int64)
+        # exact integer images: z = M * 2^(e - 53) with integer M; scaled to the smallest exponent
+        m, e = np.frexp(z64)
+        self._mant = (m * 2.0 ** 53).astype(np.int64)
+        self._exp = e.astype(np.int64) - 53
+        self._emin = int(self._exp[self._mant != 0].min()) if (self._mant != 0).any() else 0
+        self._ints: dict[int, list] = {}
 
-    def key(self, u: int, v: int) -> Fraction:
-        return sum((Fraction(float(a)) * Fraction(float(b)) for a, b in zip(self.z[u], self.z[v])), Fraction(0))
+    def _row(self, u: int) -> list:
+        if u not in self._ints:
+            self._ints[u] = [int(a) << int(b - self._emin) if a else 0 for a, b in zip(self._mant[u], self._exp[u])]
+        return self._ints[u]
+
+    def key(self, u: int, v: int) -> int:
+        """<z_u, z_v> exactly, times the constant 2^(-2 emin) (so keys of one u compare exactly)."""
+        return sum(a * b for a, b in zip(self._row(u), self._row(v)))
 
 
 def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrder | None = None,
@@ -340,6 +352,7 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
     if len(multi) and exact is not None:
         cls = np.where(tied[multi], exact.cls[None, :], -1)
         one = cls.max(1) == np.where(tied[multi], exact.cls[None, :], np.iinfo(np.int64).max).min(1)
+        one |= exact.zero[rows[big[multi]]]  # a zero row: all its keys are exactly 0
         del cls
         for i in multi[~one]:  # candidates from different public vectors: exact rational keys
             cand = np.flatnonzero(tied[i])

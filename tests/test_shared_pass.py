@@ -725,3 +725,17 @@ def test_row_block_pass_refuses_bad_arguments():
         P.row_block_pass(None, z, moments=True)
     with pytest.raises(ValueError, match="rows"):
         P.row_block_pass(DenseGraph(np.zeros((5, 5), bool)), np.eye(4))
+
+
+def test_clip_exact_order_with_zero_rows():
+    """Items with no public features (zero rows, e.g. untagged items): every key of theirs is
+    exactly 0, so their lists are by index; other rows' ties with them are exact too."""
+    rng = np.random.default_rng(81)
+    n = 150
+    adj = sym(rng.random((n, n)) < 0.6)
+    z = rng.normal(size=(n, 16))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    z[::3] = 0.0
+    want = exact_lists(adj, z, 5)
+    for block in (1, 8, None):
+        assert np.array_equal(P.stable_clip(DenseGraph(adj), z, max_degree=5, block=block), want)
