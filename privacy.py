@@ -290,8 +290,8 @@ class _ExactOrder:
     eq. (3.5): |fl(x^T y) - x^T y| <= gamma_r |x|^T |y|, for ANY summation order, with or
     without FMA; the factor 2 is slack for the norms' own rounding). So a key farther than
     2 tol from the D-th computed key is on the right side of the exact threshold, and only keys
-    within 2 tol of it are resolved exactly: equal rows of z (``cls``, the same public vector)
-    have equal exact keys, and the rest are compared in exact rational arithmetic. The clip is
+    within 2 tol of it are resolved exactly (``resolve``): equal rows of z (the same public
+    vector) have equal exact keys, and the rest are compared in exact integer arithmetic. The clip is
     then a function of the graph and z alone: the same for every block size, BLAS kernel and
     thread count. Where no key is that close, the result is the computed order's, bit for bit."""
 
@@ -300,24 +300,36 @@ class _ExactOrder:
         u = 2.0 ** -53
         gamma = r * u / (1 - r * u)
         norms = np.sqrt((z64 * z64).sum(1))
+        self.z = z64
         self.tol = 2 * gamma * norms * (norms.max() if len(norms) else 0.0) + 1e-300
         self.zero = norms == 0  # a zero row: every key exactly 0 (BLAS computes 0 * x + ... exactly)
-        self.cls = np.unique(z64, axis=0, return_inverse=True)[1].ravel() if len(z64) else np.zeros(0, np.int64)
-        # exact integer images: z = M * 2^(e - 53) with integer M; scaled to the smallest exponent
-        m, e = np.frexp(z64)
-        self._mant = (m * 2.0 ** 53).astype(np.int64)
-        self._exp = e.astype(np.int64) - 53
-        self._emin = int(self._exp[self._mant != 0].min()) if (self._mant != 0).any() else 0
+        self._emin = None       # exact integer images, built on first need (ties are rare in continuous data)
         self._ints: dict[int, list] = {}
 
     def _row(self, u: int) -> list:
+        """z_u as exact integers: z = M * 2^(e - 53) with integer M, scaled to the smallest exponent."""
+        if self._emin is None:
+            m, e = np.frexp(self.z)
+            nz = m != 0
+            self._emin = int((e[nz] - 53).min()) if nz.any() else 0
         if u not in self._ints:
-            self._ints[u] = [int(a) << int(b - self._emin) if a else 0 for a, b in zip(self._mant[u], self._exp[u])]
+            m, e = np.frexp(self.z[u])
+            self._ints[u] = [int(a * 2.0 ** 53) << int(b - 53 - self._emin) if a else 0 for a, b in zip(m, e)]
         return self._ints[u]
 
     def key(self, u: int, v: int) -> int:
         """<z_u, z_v> exactly, times the constant 2^(-2 emin) (so keys of one u compare exactly)."""
         return sum(a * b for a, b in zip(self._row(u), self._row(v)))
+
+    def resolve(self, u: int, cand: np.ndarray, need: int) -> np.ndarray:
+        """The first ``need`` of the candidates ``cand`` (sorted) at node u by (exact key desc, index)."""
+        zc = self.z[cand]
+        if self.zero[u] or (zc == zc[0]).all():  # all keys exactly equal: index order
+            return cand[:need]
+        rows, first, inv = np.unique(zc, axis=0, return_index=True, return_inverse=True)
+        keys = [self.key(u, int(cand[f])) for f in first]  # one exact key per distinct public row
+        ranked = sorted(range(len(cand)), key=lambda i: (-keys[inv.ravel()[i]], int(cand[i])))
+        return cand[np.array(ranked[:need], dtype=np.int64)]
 
 
 def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrder | None = None,
@@ -336,8 +348,12 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
     if len(big) == 0:
         return keep
     n = adj.shape[1]
-    s = sim[big]
-    s[~adj[big]] = -np.inf
+    if len(big) == len(adj):  # every row over D (dense graphs): work in place, no copy
+        s = sim
+        s[~adj] = -np.inf
+    else:
+        s = sim[big]
+        s[~adj[big]] = -np.inf
     kth = np.partition(s, n - D, axis=1)[:, n - D][:, None]  # the D-th largest key of each row
     if exact is None:
         above = s > kth
@@ -350,18 +366,11 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
     need = D - above.sum(1)
     multi = np.flatnonzero(tied.sum(1) > need)  # rows where the threshold's candidates exceed the places left
     if len(multi) and exact is not None:
-        cls = np.where(tied[multi], exact.cls[None, :], -1)
-        one = cls.max(1) == np.where(tied[multi], exact.cls[None, :], np.iinfo(np.int64).max).min(1)
-        one |= exact.zero[rows[big[multi]]]  # a zero row: all its keys are exactly 0
-        del cls
-        for i in multi[~one]:  # candidates from different public vectors: exact rational keys
-            cand = np.flatnonzero(tied[i])
-            u = int(rows[big[i]])
-            keys = {c: exact.key(u, int(np.flatnonzero(exact.cls == c)[0])) for c in np.unique(exact.cls[cand])}
-            ranked = sorted(cand, key=lambda v: (-keys[exact.cls[v]], v))
+        for i in multi:  # candidates for the last places, within rounding: resolved in exact arithmetic
+            chosen = exact.resolve(int(rows[big[i]]), np.flatnonzero(tied[i]), int(need[i]))
             tied[i] = False
-            tied[i, ranked[:need[i]]] = True
-        multi = multi[one]  # candidates share one public vector: equal exact keys, index order
+            tied[i, chosen] = True
+        multi = multi[:0]
     if len(multi):
         tied[multi] &= np.cumsum(tied[multi], axis=1, dtype=np.int64) <= need[multi, None]
     keep[big] = above | tied
@@ -419,7 +428,9 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     if len(zs) != n or len(z64) != n:
         raise ValueError(f"public projection has {len(z64)} rows (support: {len(zs)}), the graph {n} nodes")
     block = block or _rows_per_block(n)
-    sub = _rows_per_block(n, bytes_per_entry=8, budget=128 << 20)  # rows per clip-selection sub-block
+    # rows per selection sub-block: small temporaries (~8 MiB each) that the allocator reuses; one
+    # (block x N) temporary per step would cost a fresh page-faulted allocation every time
+    sub = _rows_per_block(n, bytes_per_entry=8, budget=8 << 20)
     # the supports' rows go on public_support's own default grid, so that their products are the
     # same gemm calls as public_support's (same bits); they need no graph rows, so any grid will do
     support_block = support_block or _rows_per_block(n, bytes_per_entry=24)
@@ -452,15 +463,32 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
         while ks and n > 1 and next_sup < e:  # the support rows on their own grid, up to this block's end
             a, b = next_sup, min(n, next_sup + support_block)
             next_sup = b
-            neg = -(zs[a:b] @ zs.T)  # one product for every k; as public_support's -sim, bit for bit
-            neg[np.arange(b - a), np.arange(a, b)] = np.inf
-            for k in ks:
-                kk = min(k, n - 1)
-                idx = np.argpartition(neg, kk - 1, axis=1)[:, :kk]
-                sup_rows[k].append(np.repeat(np.arange(a, b), kk))
-                sup_cols[k].append(idx.ravel())
-                del idx
-            del neg
+            neg_all = -(zs[a:b] @ zs.T)  # one product for every k; as public_support's -sim, bit for bit
+            neg_all[np.arange(b - a), np.arange(a, b)] = np.inf
+            kks = sorted({min(k, n - 1) for k in ks})
+            for c0 in range(0, b - a, sub):
+                neg = neg_all[c0:c0 + sub]
+                kth = np.partition(neg, [kk - 1 for kk in kks], axis=1)  # every k's threshold in one selection
+                for k in ks:
+                    kk = min(k, n - 1)
+                    t = kth[:, kk - 1][:, None]
+                    # where the k-th value is not tied, the top-k set is {key <= t}: what argpartition
+                    # returns too. Where it is tied, argpartition's own pick (public_support's), so the
+                    # support is public_support's bit for bit
+                    sel = neg <= t
+                    tie = np.flatnonzero(sel.sum(1) != kk)
+                    if len(tie):
+                        sel[tie] = False
+                    r, c = np.nonzero(sel)
+                    rws, cols = [r + (a + c0)], [c]
+                    if len(tie):
+                        idx = np.argpartition(neg[tie], kk - 1, axis=1)[:, :kk]
+                        rws.append(np.repeat(tie + (a + c0), kk))
+                        cols.append(idx.ravel())
+                    sup_rows[k].append(np.concatenate(rws))
+                    sup_cols[k].append(np.concatenate(cols))
+                del neg, kth
+            del neg_all
         if D is not None:
             sim = z64[s:e] @ z64.T
             for a in range(0, e - s, sub):
