@@ -348,20 +348,22 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
     if len(big) == 0:
         return keep
     n = adj.shape[1]
+    # negated keys (exact), non-neighbours +inf: the D-th largest key is the D-th smallest here, a
+    # selection near the front of the row (faster than near its end)
     if len(big) == len(adj):  # every row over D (dense graphs): work in place, no copy
-        s = sim
-        s[~adj] = -np.inf
+        s = np.negative(sim, out=sim)
+        s[~adj] = np.inf
     else:
-        s = sim[big]
-        s[~adj[big]] = -np.inf
-    kth = np.partition(s, n - D, axis=1)[:, n - D][:, None]  # the D-th largest key of each row
+        s = -sim[big]
+        s[~adj[big]] = np.inf
+    kth = np.partition(s, D - 1, axis=1)[:, D - 1][:, None]  # minus the D-th largest key of each row
     if exact is None:
-        above = s > kth
+        above = s < kth
         tied = s == kth
     else:
         margin = 2 * exact.tol[rows[big]][:, None]
-        above = s > kth + margin                      # surely above the exact threshold
-        tied = (s >= kth - margin) & ~above          # within rounding of it: resolved exactly
+        above = s < kth - margin                      # surely above the exact threshold
+        tied = (s <= kth + margin) & ~above          # within rounding of it: resolved exactly
     del s
     need = D - above.sum(1)
     multi = np.flatnonzero(tied.sum(1) > need)  # rows where the threshold's candidates exceed the places left
