@@ -332,6 +332,9 @@ class _ExactOrder:
         return cand[np.array(ranked[:need], dtype=np.int64)]
 
 
+_PENALTY = np.array([np.inf, 0.0])  # indexed by an adjacency entry: non-edge -> +inf, edge -> 0
+
+
 def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrder | None = None,
                      rows: np.ndarray | None = None) -> np.ndarray:
     """Each row's top-D list under the public total order, vectorised over the rows: a bool mask
@@ -350,12 +353,14 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
     n = adj.shape[1]
     # negated keys (exact), non-neighbours +inf: the D-th largest key is the D-th smallest here, a
     # selection near the front of the row (faster than near its end)
+    # non-neighbours to +inf by adding 0 (exact) or +inf, gathered from the bool rows: several
+    # times faster than a boolean-mask assignment
     if len(big) == len(adj):  # every row over D (dense graphs): work in place, no copy
         s = np.negative(sim, out=sim)
-        s[~adj] = np.inf
+        s += _PENALTY[adj.view(np.uint8)]
     else:
         s = -sim[big]
-        s[~adj[big]] = np.inf
+        s += _PENALTY[adj[big].view(np.uint8)]
     kth = np.partition(s, D - 1, axis=1)[:, D - 1][:, None]  # minus the D-th largest key of each row
     if exact is None:
         above = s < kth
@@ -404,16 +409,19 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
         the same products accumulated over the same blocks, hence the same bits);
       * each node's top-D list of the stable clip (``max_degree``; the public order and tie-break
         of ``stable_clip``), selected for the whole block at once (``_clip_block_keep``);
-      * each node's top-k public neighbours for every k in ``support_ks`` (as ``public_support``:
-        argpartition of the row of (support_z) z^T, itself the same per row whatever the block).
-    ``graph`` may be None when only supports are asked. The clip key is computed in float64 from
-    float64 z (as today); the supports in the dtype of ``support_z`` (default z), as today.
+      * each node's top-k public neighbours for every k in ``support_ks`` (as ``public_support``,
+        bit for bit: one np.partition gives every k's threshold; rows whose k-th value is tied
+        take argpartition's pick, as public_support always did).
+    ``graph`` may be None when only supports are asked. The clip keys are computed in float64
+    from float64 z, their order made exact by ``_ExactOrder``; the support keys in the dtype of
+    ``support_z`` (default z), as before, on public_support's own row grid (``support_block``).
     Memory O(block * N): the default block keeps one float64 (block x N) array near 256 MiB, the
-    clip selections run over sub-blocks of at most ~128 MiB per working array, and the support
-    rows over ``support_block`` rows (default: public_support's own, ~256 MiB for its three
-    working arrays together).
+    selections run over sub-blocks of ~8 MiB per working array, the supports' products over
+    ``support_block`` rows (~256 MiB for their working arrays together), plus the N * D clip
+    keys and the N * k support pairs.
     Time O(N^2 (r + L)) for the products (L: the label width of an implicit label graph) plus
-    O(N^2) for the selections; nothing in it is a Python loop over rows.
+    O(N^2) for the selections, vectorised over sub-blocks of rows; the only Python loop over
+    rows is the exact resolution of a row whose D-th key is within rounding of another.
     """
     n = len(z) if graph is None else graph.n
     D = None if max_degree is None else int(max_degree)
@@ -470,10 +478,13 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
             kks = sorted({min(k, n - 1) for k in ks})
             for c0 in range(0, b - a, sub):
                 neg = neg_all[c0:c0 + sub]
-                kth = np.partition(neg, [kk - 1 for kk in kks], axis=1)  # every k's threshold in one selection
+                # every k's threshold from one selection: the largest k's partition puts the kmax smallest
+                # first; each smaller k's threshold is then selected within those kmax columns (one kth
+                # per call: numpy selects one kth much faster than a list of them)
+                kth = np.partition(neg, kks[-1] - 1, axis=1)[:, :kks[-1]]
                 for k in ks:
                     kk = min(k, n - 1)
-                    t = kth[:, kk - 1][:, None]
+                    t = (kth[:, kk - 1] if kk == kks[-1] else np.partition(kth, kk - 1, axis=1)[:, kk - 1])[:, None]
                     # where the k-th value is not tied, the top-k set is {key <= t}: what argpartition
                     # returns too. Where it is tied, argpartition's own pick (public_support's), so the
                     # support is public_support's bit for bit
