@@ -566,7 +566,7 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
     """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon)."""
     if sigma == 0:  # sanity mode (--epsilon inf): the caller marks it NOT PRIVATE
         return "\n".join([
-            f"This run satisfies (inf, {cfg.delta:g})-differential privacy, i.e. none (method dpsgd, sanity mode).",
+            "Method dpsgd in sanity mode (--epsilon inf): no noise is added, so there is no differential privacy.",
             f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
             f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
             f"rate q = {q:.6g}, per-edge clipping to C = {cfg.dpsgd_clip:g}, and NO noise.",
