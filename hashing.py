@@ -525,6 +525,13 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     public and private terms cancel as they do in the unclipped loss. ``public_clip=False`` keeps
     the pre-issue-16 update exactly (tests/test_dpsgd.py pins it bit for bit).
 
+    Hyper-parameters (the rule; README, "DP-SGD: why it did not learn"). They read only public
+    quantities, never the private graph: steps T = 300, expected batch B = 4096 pairs, clip norm
+    C = 1, Adam learning rate 1e-3, the public sample |S'| = B, all fixed constants; q = B / M
+    from the public N; the noise multiplier from (q, T, epsilon, delta) by
+    ``privacy.calibrate_noise_multiplier``. A user who tunes any of them on their private graph
+    spends privacy budget that no statement counts.
+
     Warm start. ``init_state`` (a state_dict, e.g. of the public-only model, which reads no private
     data) replaces the random initialisation: post-processing of public data, no budget.
 
