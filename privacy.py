@@ -47,8 +47,10 @@ decides the fallback to the public prior, the public prior graph beside the
 synthetic one, the targets and pair balance. The block motif statistics (Claims B1-B5) are proven
 and tested but not released by default.
 
-Baselines accounted here too: edge randomized response (Claim 6) and the
-Poisson-subsampled Gaussian RDP accountant for DP-SGD (end of file).
+Baselines accounted here too: edge randomized response (Claim 6), and for DP-SGD
+the mechanism itself (``EdgeDPSGD``: Poisson sampling of pairs, per-edge clipping,
+noise, with its proof), the Poisson-subsampled Gaussian RDP accountant and a
+PLD accountant (``pld_dpsgd_epsilon``) beside it (end of file).
 """
 from __future__ import annotations
 
@@ -2408,7 +2410,8 @@ def _pld_grid_pmf(q, sigma, *, direction, h, tail_z=8.0):
     """One step's privacy-loss distribution, discretised on the grid k h with PESSIMISTIC rounding.
 
     Dominating pairs of one Poisson-subsampled Gaussian step (sensitivity 1, noise sigma) under
-    add/remove (Zhu, Dong & Wang, arXiv 2106.08567, Section 5; the same pair as [MTZ19] Section 3):
+    add/remove (Zhu, Dong & Wang, arXiv 2106.08567, their dominating pairs for Poisson subsampling; the
+    same pair as [MTZ19] Section 3):
       'remove': P = (1-q) N(0, s^2) + q N(1, s^2), Q = N(0, s^2);
                 L(x) = log(P(x)/Q(x)) = log(1 - q + q exp((2x - 1) / (2 s^2))), increasing in x;
       'add':    P = N(0, s^2), Q = (1-q) N(0, s^2) + q N(1, s^2);
@@ -2424,7 +2427,7 @@ def _pld_grid_pmf(q, sigma, *, direction, h, tail_z=8.0):
     for every real eps
         delta_{P',Q'}(eps) = sum_k p_k (1 - e^{eps - k h})_+ >= E_P[(1 - e^{eps - L})_+] = delta_{P,Q}(eps),
     so (P', Q') dominates (P, Q), and dominating pairs compose under adaptive composition (Zhu, Dong
-    & Wang, arXiv 2106.08567, Section 3). The same pessimistic estimate: Meiser & Mohammadi, CCS 2018
+    & Wang, arXiv 2106.08567, their composition theorem for dominating pairs). The same pessimistic estimate: Meiser & Mohammadi, CCS 2018
     (ePrint 2017/1034); Koskela, Jalko, Prediger & Honkela, arXiv 2006.07134.
     """
     s = float(sigma)
@@ -2503,7 +2506,7 @@ def pld_dpsgd_epsilon(*, q, noise_multiplier, steps, delta, h=1e-4, max_bins=1 <
 
     Each step is dominated by the 'remove' pair and by the 'add' pair of ``_pld_grid_pmf``; the
     T-step mechanism by the T-fold products of each (adaptive composition of dominating pairs, Zhu,
-    Dong & Wang, arXiv 2106.08567, Section 3), whose PLD is the T-fold convolution of the one-step
+    Dong & Wang, arXiv 2106.08567), whose PLD is the T-fold convolution of the one-step
     PLD (Sommer, Meiser & Mohammadi, PoPETs 2019), computed by FFT (Koskela, Jalko & Honkela, arXiv
     1906.03049). Neighbours in both directions are covered by the larger of the two deltas, so the
     returned epsilon is the larger of the two epsilons. Rounding each step's losses up to the grid
@@ -2647,7 +2650,7 @@ class EdgeDPSGD:
     Poisson-subsampled Gaussian mechanism of Abadi et al. (arXiv 1607.00133, Algorithm 1 and
     Theorem 1, the moments accountant) with sensitivity C and noise std sigma C. Its Renyi DP is
     the one of the pair mu_0 = N(0, sigma^2) vs mu = (1-q) N(0, sigma^2) + q N(1, sigma^2)
-    (Mironov, Talwar & Zhang, arXiv 1908.10530, Section 3, Theorem 4 for Poisson sampling;
+    (Mironov, Talwar & Zhang, arXiv 1908.10530, Section 3, for Poisson sampling;
     ``rdp_subsampled_gaussian``), and the T steps compose adaptively (Mironov, arXiv 1702.07476,
     Proposition 1): ``dpsgd_epsilon``. The PLD of the same pair gives a tighter epsilon
     (``pld_dpsgd_epsilon``); ``epsilon_spent`` takes the smaller, both being valid upper bounds.
