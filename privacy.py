@@ -2322,7 +2322,7 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
     accountant='pld' (``pld_dpsgd_epsilon``) or 'best' (the smaller of the two, both upper
     bounds): the same search, started from the RDP answer (searching down to a fifth of it, or up
     when PLD alone is looser), to a relative tolerance of 1e-3, then nudged up by 0.1% steps until
-    the accounted epsilon is <= the target. The search runs on a coarser PLD grid (h = 1e-3, also an
+    the accounted epsilon is <= the target. The search runs on a coarser PLD grid (h = 2.5e-4, also an
     upper bound); the returned sigma is checked on the fine grid (h = 1e-4).
     """
     if accountant not in ("rdp", "pld", "best"):
@@ -2357,7 +2357,7 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
         e = pld_dpsgd_epsilon(q=q, noise_multiplier=sig, steps=steps, delta=delta, h=h)
         return min(e, eps_of(sig)) if accountant == "best" else e
 
-    coarse = lambda sig: acc(sig, h=1e-3)  # noqa: E731  also an upper bound (pessimistic grid), faster
+    coarse = lambda sig: acc(sig, h=2.5e-4)  # noqa: E731  also an upper bound (pessimistic grid), faster
 
     top = sigma
     while acc(top) > target:  # only for 'pld' where it is looser than RDP
