@@ -99,6 +99,13 @@ class Config:
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
     dpsgd_clip: float = 1.0           # per-edge clipping norm C (> 0)
     dpsgd_lr: float = 1e-3            # DP-SGD (Adam) learning rate
+    dpsgd_public_clip: bool = True    # clip each public pair's label-free gradient to C too (issue 16); false: the
+                                      # pre-issue-16 update, whose unclipped public part swamps the private signal
+    dpsgd_public_pairs: int | None = None  # pairs in the public (label-free) sample per step; default (None): the
+                                           # expected private batch --dpsgd-batch-pairs
+    dpsgd_warm_start: bool = True     # start DP-SGD from the public-only model (empty graph; reads no private data,
+                                      # so no budget); false: random initialisation
+    dpsgd_accountant: str = "best"    # best (the smaller of RDP and PLD, both upper bounds) | rdp | pld
     # --- run --------------------------------------------------------------
     device: str = "cpu"               # cpu | cuda | auto (a GPU where torch sees one)
     seed: int = 0                     # seeds the split, synthetic data and networks (not the DP noise); >= 0
@@ -173,14 +180,19 @@ def validate_config(cfg: Config) -> None:
     for k in ("max_degree", "knn_k", "proj_dim", "support_k", "epochs", "hidden", "dpsgd_steps",
               "dpsgd_batch_pairs"):
         num(k, getattr(cfg, k), kind=int, low=1)
+    if cfg.dpsgd_public_pairs is not None:
+        num("dpsgd_public_pairs", cfg.dpsgd_public_pairs, kind=int, low=1,
+            hint=" (omit the option for the default: --dpsgd-batch-pairs)")
+    if cfg.dpsgd_accountant not in ("best", "rdp", "pld"):
+        raise ValueError(f"--dpsgd-accountant {cfg.dpsgd_accountant!r}: choose best, rdp or pld")
     num("batch_size", cfg.batch_size, kind=int, low=2)
     num("nmd_iters", cfg.nmd_iters, kind=int, low=0)
     for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
               "w_first_order", "w_triangle", "w_alignment", "w_quantization", "w_balance"):
         num(k, getattr(cfg, k), low=0)
-    if cfg.epsilon == math.inf and cfg.method in ("edgerr", "dpsgd"):
+    if cfg.epsilon == math.inf and cfg.method == "edgerr":
         raise ValueError(f"epsilon=inf is not defined for --method {cfg.method}; the noise-free references are "
-                         "--method nonprivate and --method dmpmh (or naive) --epsilon inf")
+                         "--method nonprivate, --method dpsgd --epsilon inf and --method dmpmh (or naive) --epsilon inf")
     if cfg.method in ("dmpmh", "naive") and not (cfg.share_degrees + cfg.share_triangles + cfg.share_edges
                                                  + cfg.share_bilinear > 0):
         raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
@@ -343,6 +355,8 @@ def not_private_reasons(cfg: Config) -> list[str]:
     r = []
     if cfg.method == "nonprivate":
         r.append("method 'nonprivate' trains on the true private graph with no clipping and no noise")
+    elif cfg.epsilon == math.inf and cfg.method == "dpsgd":
+        r.append("epsilon = infinity: DP-SGD adds no noise (sanity mode; the clip norm is kept)")
     elif cfg.epsilon == math.inf and cfg.method != "public":
         r.append("epsilon = infinity: the statistics were released without noise")
     if cfg.insecure_seed is not None and cfg.method not in ("nonprivate", "public") and cfg.epsilon != math.inf:
@@ -548,9 +562,19 @@ def graph_kind_of(cfg: Config) -> str:
     return f"file {os.path.basename(cfg.graph_file)}" if cfg.graph_file else cfg.graph
 
 
-def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: float, secure: bool) -> str:
+def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: dict, secure: bool) -> str:
+    """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon)."""
+    if sigma == 0:  # sanity mode (--epsilon inf): the caller marks it NOT PRIVATE
+        return "\n".join([
+            "Method dpsgd in sanity mode (--epsilon inf): no noise is added, so there is no differential privacy.",
+            f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
+            f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
+            f"rate q = {q:.6g}, per-edge clipping to C = {cfg.dpsgd_clip:g}, and NO noise.",
+            privacy.NOT_COVERED]) + "\n"
+    eps = spent["epsilon"] if cfg.dpsgd_accountant == "best" else spent[cfg.dpsgd_accountant]
+    pld = "n/a" if spent["pld"] is None else f"{spent['pld']:.4g}"
     return "\n".join([
-        f"This run satisfies ({spent:.4g}, {cfg.delta:g})-differential privacy at the edge level (method dpsgd; "
+        f"This run satisfies ({eps:.4g}, {cfg.delta:g})-differential privacy at the edge level (method dpsgd; "
         f"target epsilon {cfg.epsilon:g}).",
         f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge.",
@@ -559,8 +583,11 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
         f"{cfg.dpsgd_clip:g} (sensitivity C: one edge adds or removes one clipped term), Gaussian noise with "
         f"multiplier {sigma:.6g}, from " + ("the operating system's secure random source." if secure
                                             else "a FIXED SEED (--insecure-seed): NOT SECURE."),
-        "Accounting: Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & Zhang, arXiv 1908.10530, "
-        "Sec. 3.3), composed over steps, converted by Balle et al., arXiv 1905.09982, Thm. 21.",
+        f"Accounting ({cfg.dpsgd_accountant}): Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & "
+        f"Zhang, arXiv 1908.10530, Sec. 3.3), composed over steps, converted by Balle et al., arXiv 1905.09982, "
+        f"Thm. 21: epsilon {spent['rdp']:.4g}; privacy-loss distribution, pessimistically discretised and composed "
+        f"by FFT (privacy.pld_dpsgd_epsilon): epsilon {pld}. Both are upper bounds; the smaller is claimed "
+        f"under 'best'. The mechanism and its proof: privacy.EdgeDPSGD.",
         "Released: the trained networks and codes. Node-level privacy is NOT covered.",
         privacy.FLOAT_NOISE_CAVEAT,
         privacy.NOT_COVERED,
@@ -703,9 +730,14 @@ def run(cfg: Config) -> dict:
             q = cfg.dpsgd_batch_pairs / (graph.n * (graph.n - 1) / 2)
             if not 0 < q <= 1:
                 raise ValueError(f"dpsgd_batch_pairs={cfg.dpsgd_batch_pairs} must be in (0, N(N-1)/2]")
-            sigma = privacy.calibrate_noise_multiplier(q=q, steps=cfg.dpsgd_steps, epsilon=cfg.epsilon,
-                                                       delta=cfg.delta)
-            spent = privacy.dpsgd_epsilon(q=q, noise_multiplier=sigma, steps=cfg.dpsgd_steps, delta=cfg.delta)
+            if cfg.epsilon == math.inf:
+                sigma = 0.0  # sanity mode: no noise, NOT PRIVATE (marked below)
+            else:
+                sigma = privacy.calibrate_noise_multiplier(q=q, steps=cfg.dpsgd_steps, epsilon=cfg.epsilon,
+                                                           delta=cfg.delta, accountant=cfg.dpsgd_accountant)
+            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=cfg.dpsgd_batch_pairs,
+                                          clip_norm=cfg.dpsgd_clip, noise_multiplier=sigma, source=source)
+            spent = mechanism.epsilon_spent(steps=cfg.dpsgd_steps, delta=cfg.delta)
             statement = dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure)
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
@@ -747,13 +779,23 @@ def run(cfg: Config) -> dict:
         feats = lambda idx: {v: scalers[v](getattr(ds, v)[idx]) for v in ds.views}  # noqa: E731
         cnn = tuple(v for v in ds.views if v == "image" and ds.raw_images is not None and cfg.cnn)
         if cfg.method == "dpsgd":
+            init_state = None
+            if cfg.dpsgd_warm_start:  # the public-only model: empty graph, no private data, no budget
+                t = stage("DP-SGD warm start: the public-only model (empty graph; no private data)")
+                pub_targets = PublicTargets("empty", z, k=cfg.knn_k)
+                weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
+                                              cfg.w_quantization, cfg.w_balance, cfg.pair_balance != "false")
+                init_state = hashing.train_hashing(feats(split.train), pub_targets, bits=cfg.bits, epochs=cfg.epochs,
+                                                   batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
+                                                   weights=weights, device=device, cnn_views=cnn).state_dict()
+                timings["warm start"] = t.done()
             t = stage(f"DP-SGD: {cfg.dpsgd_steps} steps, noise multiplier {sigma:.4f}")
             model = hashing.train_dpsgd(feats(split.train), edge_lookup(graph), bits=cfg.bits,
-                                        steps=cfg.dpsgd_steps, expected_batch_pairs=cfg.dpsgd_batch_pairs,
-                                        lr=cfg.dpsgd_lr, hidden=cfg.hidden, clip_norm=cfg.dpsgd_clip,
-                                        noise_multiplier=sigma, device=device, noise_source=source,
+                                        steps=cfg.dpsgd_steps, mechanism=mechanism,
+                                        lr=cfg.dpsgd_lr, hidden=cfg.hidden, device=device,
                                         log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
-                                        public_seed=cfg.seed)
+                                        public_seed=cfg.seed, public_clip=cfg.dpsgd_public_clip,
+                                        public_pairs=cfg.dpsgd_public_pairs, init_state=init_state)
             del graph
         else:
             del graph  # hashing never sees it

@@ -5,8 +5,8 @@ public features and a target provider ``targets(idx) -> (B, B) array`` built by
 privacy.py from the released synthetic graph (or, for the non-private baseline
 only, from the true graph). The one exception is ``train_dpsgd``, the edge-level
 DP-SGD baseline: it queries the private graph through ``edge_lookup`` on its
-secret Poisson sample of pairs only, and is accounted separately
-(privacy.dpsgd_epsilon).
+secret Poisson sample of pairs only, through the mechanism privacy.EdgeDPSGD
+that the caller passes in, and is accounted there.
 
 Sources:
   * Jiang & Li, "Deep Cross-Modal Hashing", CVPR 2017 (arXiv 1602.02255): the
@@ -331,82 +331,10 @@ def load_run(path: str, *, device: str | torch.device = "cpu") -> TrainedRun:
 
 
 # ---------------------------------------------------------------------------
-# DP-SGD baseline (edge-level), handwritten: Poisson sampling of pairs,
-# per-edge clipping with torch.func, Gaussian noise. Accounted by
-# privacy.dpsgd_epsilon; this module only implements the mechanism.
+# DP-SGD baseline (edge-level), handwritten. The mechanism (Poisson sampling of
+# pairs, per-edge clipping to C, Gaussian noise) and its accountant are
+# privacy.EdgeDPSGD; this module computes the per-edge gradients and applies updates.
 # ---------------------------------------------------------------------------
-
-def n_pairs(n: int) -> int:
-    """M = n(n-1)/2, the number of unordered pairs i < j of n items."""
-    return n * (n - 1) // 2
-
-
-def pair_index(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Pair (i, j), 0 <= i < j, -> index p = j(j-1)/2 + i (column-major triangular order).
-
-    The pairs of items 0..N-1 get exactly the indices 0..M-1, M = N(N-1)/2, and
-    the index does not depend on N.
-    """
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
-    if np.any(i < 0) or np.any(i >= j):
-        raise ValueError("pair_index needs 0 <= i < j for every pair")
-    return j * (j - 1) // 2 + i
-
-
-def pair_from_index(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of ``pair_index``: j = floor((1 + sqrt(1 + 8p)) / 2), i = p - j(j-1)/2.
-
-    The float square root is only a first guess; j is then corrected in exact
-    int64 arithmetic so that j(j-1)/2 <= p < j(j+1)/2 holds for every p < 2^52.
-    """
-    p = np.asarray(p, dtype=np.int64)
-    if np.any(p < 0):
-        raise ValueError("pair indices must be >= 0")
-    j = np.floor((1.0 + np.sqrt(1.0 + 8.0 * p.astype(np.float64))) / 2.0).astype(np.int64)
-    for _ in range(2):
-        j = np.where(j * (j - 1) // 2 > p, j - 1, j)
-        j = np.where((j + 1) * j // 2 <= p, j + 1, j)
-    return p - j * (j - 1) // 2, j
-
-
-def uniform_subset(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    """A uniformly random k-subset of {0, ..., m-1}, sorted, without building range(m).
-
-    Rejection: draw k integers uniformly with replacement, keep the distinct ones,
-    draw the shortfall again, until k distinct values are held. The procedure
-    commutes with every permutation of {0, ..., m-1} (relabelling the values
-    relabels the draws) and always returns k values, so every k-subset is equally
-    likely. Expected draws are about k (1 + k / (2m)) for k << m; when k > m/2 the
-    complement is drawn instead (m is then small, since k fits in memory).
-    """
-    if not 0 <= k <= m:
-        raise ValueError(f"uniform_subset: need 0 <= k <= m, got k={k}, m={m}")
-    if k > m // 2:
-        drop = uniform_subset(m, m - k, rng)
-        return np.setdiff1d(np.arange(m, dtype=np.int64), drop, assume_unique=True)
-    held = np.unique(rng.integers(0, m, size=k, dtype=np.int64))
-    while len(held) < k:
-        held = np.union1d(held, rng.integers(0, m, size=k - len(held), dtype=np.int64))
-    return held
-
-
-def poisson_pair_sample(n: int, q: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson sampling of the unordered pairs of n items: each pair independently w.p. q.
-
-    Implemented as K ~ Binomial(M, q), then a uniformly random K-subset of the M
-    pair indices (``uniform_subset``), mapped to (i, j) by ``pair_from_index``.
-    This is the same distribution as M independent Bernoulli(q) inclusions: under
-    independent inclusion, P(sample = A) = q^|A| (1-q)^(M-|A|) depends on A only
-    through |A|, so |A| ~ Binomial(M, q) and, given |A| = K, A is uniform over the
-    K-subsets. Cost O(K), never O(M).
-    """
-    if not 0.0 <= q <= 1.0:
-        raise ValueError(f"sampling rate q={q} must be in [0, 1]")
-    m = n_pairs(n)
-    k = int(rng.binomial(m, q)) if m else 0
-    return pair_from_index(uniform_subset(m, k, rng))
-
 
 def _view_pairs(views: list[str]) -> list[tuple[str, str]]:
     """The (a, b), a <= b in view order, of holistic_loss's first-order term."""
@@ -426,9 +354,19 @@ def _pair_logits(codes_i: dict[str, torch.Tensor], codes_j: dict[str, torch.Tens
     return torch.stack(cols, -1)
 
 
-def per_edge_theta_grads(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray
-                         ) -> dict[str, torch.Tensor]:
-    """Per-example gradients of Theta_ij = sum over the 2T logits of pair (i, j), w.r.t. every parameter.
+def _theta_sum(logits: torch.Tensor) -> torch.Tensor:
+    """Theta_ij: the sum of the pair's 2T logits (last axis), the private part's per-edge function."""
+    return logits.sum(-1)
+
+
+def _softplus_sum(logits: torch.Tensor) -> torch.Tensor:
+    """sum_theta log(1 + e^theta) over the pair's 2T logits: the label-free (public) per-pair loss."""
+    return F.softplus(logits).sum(-1)
+
+
+def per_edge_theta_grads(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray,
+                         fn=_theta_sum) -> dict[str, torch.Tensor]:
+    """Per-example gradients of fn(logits of pair (i, j)) (default Theta_ij, the sum of the 2T logits).
 
     ``torch.func``: ``vmap(grad(f))`` over pairs, with ``functional_call`` on the
     model's parameters, so each example's gradient is computed separately.
@@ -443,7 +381,7 @@ def per_edge_theta_grads(model: DualStreamHasher, feats: dict[str, torch.Tensor]
 
     def theta(p, xs):
         codes = torch.func.functional_call(model, (p, buffers), ({v: t for v, t in xs.items()},))
-        return _pair_logits({v: h[0] for v, h in codes.items()}, {v: h[1] for v, h in codes.items()}).sum()
+        return fn(_pair_logits({v: h[0] for v, h in codes.items()}, {v: h[1] for v, h in codes.items()}))
 
     return torch.func.vmap(torch.func.grad(theta), in_dims=(None, 0))(params, x)
 
@@ -463,7 +401,7 @@ def clip_and_sum(grads: dict[str, torch.Tensor], clip_norm: float) -> tuple[dict
 
 
 def ghost_clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray,
-                           clip_norm: float) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                           clip_norm: float, fn=_theta_sum) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The same as ``clip_and_sum(per_edge_theta_grads(...), C)``, without materialising per-edge gradients.
 
     Only for MLPEncoder streams (Linear-ReLU-Dropout-Linear-tanh) in eval mode.
@@ -483,6 +421,8 @@ def ghost_clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tenso
     The clipped sum is then one more backward of sum_e w_e Theta_e, w_e =
     min(1, C / ||grad Theta_e||) held constant. tests/test_dpsgd.py checks norms
     and sums against the vmap path. Returns (clipped sum per parameter, norms).
+    ``fn`` replaces Theta_e by any per-pair function of the pair's logits (the identity holds for
+    any scalar f_e that reads only the rows of its own pair): ``_softplus_sum`` for the public part.
     """
     for v, enc in model.encoders.items():
         if not isinstance(enc, MLPEncoder):
@@ -500,7 +440,7 @@ def ghost_clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tenso
         a1s[v] = torch.relu(z1s[v])
         z2s[v] = lin2(a1s[v])
         codes[v] = torch.tanh(z2s[v])
-    theta = _pair_logits({v: h[:e] for v, h in codes.items()}, {v: h[e:] for v, h in codes.items()}).sum(1)  # (E,)
+    theta = fn(_pair_logits({v: h[:e] for v, h in codes.items()}, {v: h[e:] for v, h in codes.items()}))  # (E,)
     views = list(model.encoders)
     sig = torch.autograd.grad(theta.sum(), [z1s[v] for v in views] + [z2s[v] for v in views], retain_graph=True)
     sq = theta.new_zeros(e)
@@ -519,7 +459,8 @@ def ghost_clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tenso
 
 
 def clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray, *,
-                     clip_norm: float, method: str = "auto", chunk_size: int = 128) -> dict[str, torch.Tensor]:
+                     clip_norm: float, method: str = "auto", chunk_size: int = 128, fn=_theta_sum
+                     ) -> dict[str, torch.Tensor]:
     """sum over edges (i, j) of grad Theta_ij clipped to L2 norm C (all parameters concatenated).
 
     method 'vmap': torch.func per-example gradients, ``chunk_size`` edges at a
@@ -537,140 +478,114 @@ def clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tensor], i:
         raise ValueError(f"per-edge gradient method={method!r}: choose auto, vmap or ghost")
     for s in range(0, len(i), step):
         if method == "ghost":
-            part, _ = ghost_clipped_edge_sum(model, feats, i[s:s + step], j[s:s + step], clip_norm)
+            part, _ = ghost_clipped_edge_sum(model, feats, i[s:s + step], j[s:s + step], clip_norm, fn)
         else:
-            part, _ = clip_and_sum(per_edge_theta_grads(model, feats, i[s:s + step], j[s:s + step]), clip_norm)
+            part, _ = clip_and_sum(per_edge_theta_grads(model, feats, i[s:s + step], j[s:s + step], fn), clip_norm)
         for k in out:
             out[k] += part[k]
     return out
 
 
-def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, steps: int,
-                expected_batch_pairs: float, lr: float, hidden: int, clip_norm: float,
-                noise_multiplier: float, device: torch.device, noise_source, log_every: int = 50,
+def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, steps: int, mechanism,
+                lr: float, hidden: int, device: torch.device, log_every: int = 50,
                 per_edge: str = "auto", chunk_size: int = 128, alignment: float = 0.0,
                 quantization: float = 0.0, balance: float = 0.0, cnn_views: tuple[str, ...] = (),
-                public_seed: int = 0,
-                debug_not_private_log: bool = False) -> DualStreamHasher:
+                public_seed: int = 0, public_clip: bool = True, public_pairs: int | None = None,
+                init_state: dict | None = None, debug_not_private_log: bool = False) -> DualStreamHasher:
     """Edge-level DP-SGD baseline on the pairwise (first-order) likelihood; returns the model (eval mode).
 
-    Data and access. ``features[v]`` are the (N, d_v) public features of the
-    training items 0..N-1. ``edge_lookup(i, j) -> bool array`` (int arrays with
-    i < j) is the only access to the private graph; it is called once per step,
-    on the secretly sampled pairs only.
+    The mechanism (Poisson sampling of pairs, the only access to the graph, per-edge clipping to C,
+    Gaussian noise) and its proof are ``privacy.EdgeDPSGD``, passed in as ``mechanism`` (hashing.py
+    does not import privacy.py); this function computes gradients and applies the updates.
 
-    Loss. The DCMH pairwise likelihood (Jiang & Li, arXiv 1602.02255, eq. 2) with
-    hard labels S_ij in {0, 1}, cross- and intra-modal as in ``holistic_loss``'s
-    first-order term: for each unordered pair i < j and each of the 2T logits
-    theta in {theta^{ab}_ij, theta^{ab}_ji : views a <= b} (T view pairs),
-    theta^{ab}_ij = 1/2 h^a_i . h^b_j,
+    Data. ``features[v]`` are the (N, d_v) public features of the training items 0..N-1.
+    ``edge_lookup(i, j) -> bool array`` is handed to the mechanism, which calls it once per step on
+    the secretly sampled pairs only.
+
+    Loss. The DCMH pairwise likelihood (Jiang & Li, arXiv 1602.02255, eq. 2) with hard labels
+    S_ij in {0, 1}, cross- and intra-modal as in ``holistic_loss``'s first-order term: for each
+    unordered pair i < j and each of the 2T logits theta in {theta^{ab}_ij, theta^{ab}_ji : views
+    a <= b}, theta^{ab}_ij = 1/2 h^a_i . h^b_j,
 
         l_ij = 1/(2T) sum_theta [ log(1 + e^theta) - S_ij theta ],
 
-    and the step minimises (1/B) sum over sampled pairs, B = expected_batch_pairs
-    (a fixed, public denominator).
+    and the step minimises (1/B) sum over sampled pairs, B = the mechanism's expected batch (a
+    fixed, public denominator). The gradient is (P - Q) / (2T B), with the label-free public part
+    P = sum over S' of grad sum_theta log(1 + e^theta), and the private part Q = the mechanism's
+    noisy sum of clipped grad Theta_ij over the sampled edges.
 
-    Neighbouring relation and why the add/remove bound applies. Neighbouring
-    graphs differ in one edge (added or removed). Write the gradient of the
-    sampled loss as
-        public part   P = sum_{pairs} grad sum_theta log(1 + e^theta)   (no label)
-        private part  Q = sum_{pairs with S_ij = 1} grad Theta_ij,  Theta_ij = sum_theta theta,
-    gradient = (P - Q) / (2T B). Flipping the edge (u, v) changes S_uv only, and
-    S_uv enters exactly one term of Q (that of pair (u, v)) and no term of P. So Q
-    is a sum over the sampled EDGES, one term per edge, and an edge change adds or
-    removes one term: the add/remove relation on the edge set. Each pair is
-    sampled independently with probability q (Poisson; see ``poisson_pair_sample``),
-    so the sampled edges are a Poisson subsample of the edge set. Each term
-    grad Theta_ij (w.r.t. all parameters concatenated) is clipped to L2 norm
-    C = clip_norm and Q + N(0, (noise_multiplier C)^2 I) is released: the
-    Poisson-subsampled Gaussian mechanism with sensitivity C under add/remove,
-    whose RDP is bounded by Mironov, Talwar & Zhang (arXiv 1908.10530, Section 3:
-    the worst case is the pair N(0, sigma^2) vs (1-q) N(0, sigma^2) + q N(1,
-    sigma^2) in units of C, computed in Section 3.3 for integer and fractional
-    orders); steps compose additively in RDP (Mironov, arXiv 1702.07476,
-    Proposition 1). That accounting is privacy.dpsgd_epsilon, not done here.
-    Had the whole per-pair gradient sum_theta (sigmoid(theta) - S_ij) grad theta
-    been clipped, an edge flip would SUBSTITUTE one clipped vector by another, with
-    sensitivity up to 2C (opposite vectors), which the add/remove bound does not
-    cover; tests/test_dpsgd.py shows that case exceeding C.
+    Public part. Computed on S': ``public_pairs`` pairs (default round(B)) drawn uniformly from a
+    public generator seeded by ``public_seed``, independent of the secret sample S, and rescaled
+    by B / |S'| (unbiased for E[P(S)]). It reads no label, so how it is computed is
+    post-processing. ``public_clip=True`` (default; our choice, issue 16) clips each pair's public
+    gradient to the same norm C as the private terms. Why: unclipped, a pair's label-free gradient
+    sum_theta sigmoid(theta) grad theta has norm far above C, while its private counterpart is cut
+    to C; the public part then swamps the label signal and DP-SGD learns only the label-free
+    repulsion (measured: no better than chance, at any epsilon). With both clipped to C, an edge's
+    public and private terms cancel as they do in the unclipped loss. ``public_clip=False`` keeps
+    the pre-issue-16 update exactly (tests/test_dpsgd.py pins it bit for bit).
 
-    The public part uses an INDEPENDENT sample (our choice, needed for the claim).
-    The private mechanism's amplification by subsampling needs the Poisson sample
-    S to stay hidden. P is label-free, but computed on S it would be a function of
-    S added to the released update: an adversary who can compute P for any pair
-    set could (in the worst case, when grad log(1 + e^theta_uv) is large and
-    distinctive) read off whether (u, v) was sampled, and then the step is an
-    un-amplified Gaussian on that pair. So P is computed on a separate uniform
-    sample S' of round(B) pairs, drawn independently of S and of the graph, and
-    rescaled by B / |S'|; E[P(S')] = q sum_all grad log(1 + e^theta) = E[P(S)],
-    so the gradient estimate stays unbiased. Each update is then a function of
-    public data, S' and the noisy Q: post-processing of the subsampled Gaussian.
+    Hyper-parameters (the rule; README, "DP-SGD: why it did not learn"). They read only public
+    quantities, never the private graph: steps T = 300, expected batch B = 4096 pairs, clip norm
+    C = 1, Adam learning rate 1e-3, the public sample |S'| = B, all fixed constants; q = B / M
+    from the public N; the noise multiplier from (q, T, epsilon, delta) by
+    ``privacy.calibrate_noise_multiplier``. A user who tunes any of them on their private graph
+    spends privacy budget that no statement counts.
 
-    Which terms may be used. Only terms in which one edge changes one additive,
-    clipped summand. The triangle (motif) term couples pairs: S_uv enters the
-    triangle weight of every pair (u, w) and (v, w), so one edge changes O(N)
-    terms of the batch loss and the one-term argument fails (a bound would need
-    degree clipping and a sensitivity that grows with the batch). Quantization,
-    bit balance and cross-modal alignment read no label; they may join the public
-    part P, computed on the items of S' (weights ``quantization``, ``balance``,
-    ``alignment``, default 0: DESIGN.md's DP-SGD baseline uses only pairwise terms).
+    Warm start. ``init_state`` (a state_dict, e.g. of the public-only model, which reads no private
+    data) replaces the random initialisation: post-processing of public data, no budget.
 
-    Dropout. The model stays in eval mode throughout (no dropout), so the
-    forward pass is a fixed function and per-example gradients are deterministic.
-    The network is otherwise the same DualStreamHasher as ``train_hashing``'s.
+    Which terms may be used. Only terms in which one edge changes one additive, clipped summand;
+    the triangle term couples pairs and is not used. Quantization, bit balance and cross-modal
+    alignment read no label; they may join the public part, computed on the items of S'
+    (weights ``quantization``, ``balance``, ``alignment``; default 0: DESIGN.md's DP-SGD baseline
+    uses only pairwise terms).
 
-    Randomness. The DP noise comes from ``noise_source.normal``, never from
-    torch.randn. ``noise_source`` is required (hashing.py may not import
-    privacy.py): pass a privacy.NoiseSource, which is secure (OS CSPRNG) unless
-    built with an insecure seed, and then warns. The sampling of S (and S') uses a numpy PCG64 Generator seeded
-    afresh every step with 128 bits from ``noise_source.randbelow`` (secrets
-    when the source is secure; reproducible only under its insecure seed). PCG64
-    is not a CSPRNG, but its outputs (the sample) are never released, and each
-    step's state is 128 fresh secret bits. Model initialisation uses torch's
-    global generator (``set_seed``): public randomness.
+    Dropout. The model stays in eval mode throughout (no dropout), so per-example gradients are
+    deterministic. The network is otherwise the same DualStreamHasher as ``train_hashing``'s.
 
-    Logging. Every ``log_every`` steps: step, |S'| and the label-free loss part on
-    S' (public), and the norm of the noisy update (post-processing). The number
-    of sampled edges and the exact loss are un-noised statistics of the private
-    graph; they are printed only with ``debug_not_private_log=True``, which
-    voids the guarantee for whoever sees the log. |S| is not printed either: it
-    is label-free, but releasing it conditions the Poisson sample.
+    Randomness. The DP noise and the secret sample's seed come from the mechanism's noise source,
+    never from torch's generator. Model initialisation uses torch's global generator
+    (``set_seed``): public randomness.
+
+    Logging. Every ``log_every`` steps: step, |S'| and the label-free loss part on S' (public), and
+    the norm of the noisy update (post-processing). The number of sampled edges and the exact loss
+    are un-noised statistics of the private graph; they are printed only with
+    ``debug_not_private_log=True``, which voids the guarantee for whoever sees the log.
 
     Per-edge gradients (``per_edge``). 'vmap': torch.func ``vmap(grad(.))`` with
-    ``functional_call``, materialised ``chunk_size`` edges at a time (memory ~
-    chunk_size x number of parameters x 4 bytes; any network). 'ghost': the
-    same clipped sum from per-layer signals, never materialising per-edge
-    gradients (MLP streams only; ``ghost_clipped_edge_sum``, tested equal to
-    vmap). 'auto' (default) takes ghost where it applies: on 1386-d features
-    with hidden 1024, vmap costs ~10 ms per sampled edge on a 2-core CPU.
+    ``functional_call``, materialised ``chunk_size`` edges at a time (any network). 'ghost': the
+    same clipped sum from per-layer signals (MLP streams only; ``ghost_clipped_edge_sum``, tested
+    equal to vmap). 'auto' (default) takes ghost where it applies.
     """
     n = len(next(iter(features.values())))
-    m = n_pairs(n)
     if n < 2:
         raise ValueError(f"train_dpsgd needs at least 2 training items, got {n}")
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"steps={steps!r} must be an integer >= 1")
-    if not (0 < expected_batch_pairs <= m):
-        raise ValueError(f"expected_batch_pairs={expected_batch_pairs} must be in (0, M={m}]")
-    if not (clip_norm > 0 and np.isfinite(clip_norm)):
-        raise ValueError(f"clip_norm={clip_norm} must be a finite number > 0")
-    if not (noise_multiplier >= 0 and np.isfinite(noise_multiplier)):
-        raise ValueError(f"noise_multiplier={noise_multiplier} must be a finite number >= 0")
+    if mechanism is None or not hasattr(mechanism, "step"):
+        raise ValueError(f"mechanism={mechanism!r}: pass a privacy.EdgeDPSGD")
+    if getattr(mechanism, "n", n) != n:
+        raise ValueError(f"the mechanism is built for {mechanism.n} items, the features have {n}")
     if per_edge not in ("auto", "vmap", "ghost"):
         raise ValueError(f"per_edge={per_edge!r}: choose auto, vmap or ghost")
     if chunk_size < 1:
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
-    if noise_source is None or not (hasattr(noise_source, "normal") and hasattr(noise_source, "randbelow")):
-        raise ValueError(f"noise_source={noise_source!r}: pass a privacy.NoiseSource (normal() and randbelow())")
-    if noise_multiplier == 0:
+    if public_pairs is not None and not (isinstance(public_pairs, int) and public_pairs >= 1):
+        raise ValueError(f"public_pairs={public_pairs!r} must be an integer >= 1")
+    if mechanism.noise_multiplier == 0:
         print("WARNING: train_dpsgd with noise_multiplier=0 adds no noise: NOT PRIVATE.", flush=True)
     if debug_not_private_log:
         print("WARNING: debug_not_private_log prints un-noised statistics of the private graph: NOT PRIVATE.",
               flush=True)
 
-    q = expected_batch_pairs / m
-    n_pub = max(1, int(round(expected_batch_pairs)))
+    expected_batch_pairs = mechanism.expected_batch_pairs
+    clip_norm = mechanism.clip_norm
+    n_pub = max(1, int(round(expected_batch_pairs))) if public_pairs is None else int(public_pairs)
+    n_pub = min(n_pub, mechanism.m)
     model = DualStreamHasher({v: x.shape[1] for v, x in features.items()}, bits, hidden, cnn_views).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
     model.eval()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     tensors = {v: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for v, x in features.items()}
@@ -678,24 +593,19 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     sizes = [p.numel() for _, p in model.named_parameters()]
     n_logits = 2 * len(_view_pairs(list(features)))
     denom = n_logits * float(expected_batch_pairs)
-    sigma = noise_multiplier * clip_norm
-    t0 = time.perf_counter()
     public_rng = np.random.default_rng(public_seed)  # S' is public: its own stream, unrelated to S
-    for step in range(1, steps + 1):
-        rng = np.random.Generator(np.random.PCG64(noise_source.randbelow(2 ** 128)))
-        si, sj = poisson_pair_sample(n, q, rng)                          # S: secret, Poisson(q)
-        pi, pj = pair_from_index(uniform_subset(m, n_pub, public_rng))   # S': independent, label-free
 
-        # ---- private part: clipped per-edge gradients of Theta over sampled edges, plus noise
-        is_edge = np.asarray(edge_lookup(si, sj), dtype=bool)
-        if is_edge.shape != si.shape:
-            raise ValueError(f"edge_lookup returned shape {is_edge.shape}, expected {si.shape}")
-        ei, ej = si[is_edge], sj[is_edge]
-        priv = clipped_edge_sum(model, tensors, ei, ej, clip_norm=clip_norm, method=per_edge, chunk_size=chunk_size)
-        if sigma > 0:
-            z = torch.from_numpy(np.asarray(noise_source.normal((sum(sizes),)), dtype=np.float32)).to(device)
+    def clipped_sum(i, j, c):
+        return clipped_edge_sum(model, tensors, i, j, clip_norm=c, method=per_edge, chunk_size=chunk_size)
+
+    for step in range(1, steps + 1):
+        # ---- private part (privacy.EdgeDPSGD): secret Poisson sample S, clipped per-edge sum, noise
+        priv, noise, (si, sj, is_edge) = mechanism.step(edge_lookup, clipped_sum, sum(sizes))
+        if noise is not None:
+            z = torch.from_numpy(noise).to(device)
             for k, chunk in zip(names, torch.split(z, sizes)):
-                priv[k] += sigma * chunk.view_as(priv[k])
+                priv[k] += chunk.view_as(priv[k])
+        pi, pj = mechanism.public_sample(n_pub, public_rng)  # S': independent, label-free
 
         # ---- public part on S': label-free pairwise term (+ optional label-free item terms)
         items, inv = np.unique(np.concatenate([pi, pj]), return_inverse=True)
@@ -704,7 +614,7 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
         b = torch.from_numpy(inv[len(pi):]).to(device)
         logits = _pair_logits({v: h[a] for v, h in codes.items()}, {v: h[b] for v, h in codes.items()})
         pub_pair = F.softplus(logits).sum() * (float(expected_batch_pairs) / n_pub) / denom
-        pub = pub_pair
+        pub = pub_pair if not public_clip else pub_pair.new_zeros(())
         extra: dict[str, torch.Tensor] = {}
         if alignment and len(codes) == 2:
             ha, hb = codes.values()
@@ -717,10 +627,20 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
         for k, v in extra.items():
             pub = pub + weight[k] * v
         opt.zero_grad()
-        pub.backward()
+        if pub.requires_grad:
+            pub.backward()
+        for p in model.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        if public_clip:  # each public pair's label-free gradient clipped to C, like the private terms
+            pclip = clipped_edge_sum(model, tensors, pi, pj, clip_norm=clip_norm, method=per_edge,
+                                     chunk_size=chunk_size, fn=_softplus_sum)
+            scale = (float(expected_batch_pairs) / n_pub) / denom
         upd_sq = 0.0
         with torch.no_grad():
             for k, p in model.named_parameters():
+                if public_clip:
+                    p.grad += pclip[k] * scale
                 p.grad -= priv[k] / denom
                 upd_sq += float((p.grad ** 2).sum())
         opt.step()

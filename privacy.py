@@ -47,8 +47,10 @@ decides the fallback to the public prior, the public prior graph beside the
 synthetic one, the targets and pair balance. The block motif statistics (Claims B1-B5) are proven
 and tested but not released by default.
 
-Baselines accounted here too: edge randomized response (Claim 6) and the
-Poisson-subsampled Gaussian RDP accountant for DP-SGD (end of file).
+Baselines accounted here too: edge randomized response (Claim 6), and for DP-SGD
+the mechanism itself (``EdgeDPSGD``: Poisson sampling of pairs, per-edge clipping,
+noise, with its proof), the Poisson-subsampled Gaussian RDP accountant and a
+PLD accountant (``pld_dpsgd_epsilon``) beside it (end of file).
 """
 from __future__ import annotations
 
@@ -2581,16 +2583,24 @@ def dpsgd_epsilon(*, q, noise_multiplier, steps, delta, orders=DEFAULT_ORDERS):
     return rdp_to_epsilon(orders, steps * per_step, delta=delta)
 
 
-def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDERS, sigma_bounds=(0.05, 1000.0)):
-    """Smallest noise multiplier with dpsgd_epsilon(q, sigma, steps, delta) <= epsilon.
+def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDERS, sigma_bounds=(0.05, 1000.0),
+                               accountant="rdp"):
+    """Smallest noise multiplier whose accounted epsilon is <= the target.
 
-    epsilon(sigma) is non-increasing in sigma (each RDP value is, and the
-    conversion is monotone in the RDP values), so brentq on
-    f(log sigma) = epsilon(sigma) - target over ``sigma_bounds`` finds the
-    crossing; the returned sigma is then nudged up until its epsilon is <= the
-    target, so the answer is never on the unsafe side. Raises ValueError if
-    the target is not reachable within ``sigma_bounds``.
+    accountant='rdp': ``dpsgd_epsilon``. epsilon(sigma) is non-increasing in sigma (each RDP value
+    is, and the conversion is monotone in the RDP values), so brentq on f(log sigma) =
+    epsilon(sigma) - target over ``sigma_bounds`` finds the crossing; the returned sigma is then
+    nudged up until its epsilon is <= the target, so the answer is never on the unsafe side.
+    Raises ValueError if the target is not reachable within ``sigma_bounds``.
+
+    accountant='pld' (``pld_dpsgd_epsilon``) or 'best' (the smaller of the two, both upper
+    bounds): the same search, started from the RDP answer (searching down to a fifth of it, or up
+    when PLD alone is looser), to a relative tolerance of 1e-3, then nudged up by 0.1% steps until
+    the accounted epsilon is <= the target. The search runs on a coarser PLD grid (h = 2.5e-4, also an
+    upper bound); the returned sigma is checked on the fine grid (h = 1e-4).
     """
+    if accountant not in ("rdp", "pld", "best"):
+        raise ValueError(f"accountant={accountant!r}: choose rdp, pld or best")
     target = _positive_finite("epsilon", epsilon)
     delta = _probability("delta", delta)
     steps = _check_steps(steps)
@@ -2607,11 +2617,38 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
     if eps_of(hi) > target:
         raise ValueError(f"epsilon={epsilon!r} not reachable with noise_multiplier <= {hi}")
     if eps_of(lo) <= target:
-        return lo
-    log_sigma = optimize.brentq(lambda ls: eps_of(math.exp(ls)) - target, math.log(lo), math.log(hi), xtol=1e-10, maxiter=200)
-    sigma = math.exp(log_sigma)
-    while eps_of(sigma) > target:
-        sigma *= 1.0 + 1e-9
+        sigma = lo
+    else:
+        log_sigma = optimize.brentq(lambda ls: eps_of(math.exp(ls)) - target, math.log(lo), math.log(hi),
+                                    xtol=1e-10, maxiter=200)
+        sigma = math.exp(log_sigma)
+        while eps_of(sigma) > target:
+            sigma *= 1.0 + 1e-9
+    if accountant == "rdp":
+        return sigma
+
+    def acc(sig, h=1e-4):
+        e = pld_dpsgd_epsilon(q=q, noise_multiplier=sig, steps=steps, delta=delta, h=h)
+        return min(e, eps_of(sig)) if accountant == "best" else e
+
+    coarse = lambda sig: acc(sig, h=2.5e-4)  # noqa: E731  also an upper bound (pessimistic grid), faster
+
+    top = sigma
+    while acc(top) > target:  # only for 'pld' where it is looser than RDP
+        top *= 1.5
+        if top > hi:
+            raise ValueError(f"epsilon={epsilon!r} not reachable with noise_multiplier <= {hi}")
+    bottom = max(lo, top / 5.0)
+    if acc(bottom) <= target:
+        return bottom
+    if coarse(bottom) <= target:
+        log_sigma = math.log(bottom)
+    else:  # search on the coarse grid (its epsilon >= the fine one's up to grid effects), check on the fine
+        log_sigma = optimize.brentq(lambda ls: coarse(math.exp(ls)) - target, math.log(bottom), math.log(top),
+                                    xtol=1e-3, maxiter=60)
+    sigma = min(top, math.exp(log_sigma) * 1.001)
+    while acc(sigma) > target:
+        sigma = min(top, sigma * 1.001)
     return sigma
 
 
@@ -2638,6 +2675,326 @@ def dpsgd_sensitivity(*, clip_norm, relation):
         f"relation must be 'add_remove_private_part' or 'substitution'; got relation={relation!r}"
     )
 
+
+# ---------------------------------------------------------------------------
+# PLD accountant for Poisson-subsampled Gaussian steps (tighter than RDP)
+# ---------------------------------------------------------------------------
+
+def _pld_grid_pmf(q, sigma, *, direction, h, tail_z=8.0):
+    """One step's privacy-loss distribution, discretised on the grid k h with PESSIMISTIC rounding.
+
+    Dominating pairs of one Poisson-subsampled Gaussian step (sensitivity 1, noise sigma) under
+    add/remove (Zhu, Dong & Wang, arXiv 2106.08567, their dominating pairs for Poisson subsampling; the
+    same pair as [MTZ19] Section 3):
+      'remove': P = (1-q) N(0, s^2) + q N(1, s^2), Q = N(0, s^2);
+                L(x) = log(P(x)/Q(x)) = log(1 - q + q exp((2x - 1) / (2 s^2))), increasing in x;
+      'add':    P = N(0, s^2), Q = (1-q) N(0, s^2) + q N(1, s^2);
+                L(x) = -log(1 - q + q exp((2x - 1) / (2 s^2))), decreasing in x.
+    Inverse (both): x(l) = s^2 log((e^{+-l} - (1 - q)) / q) + 1/2.
+    The mass of P whose loss lies in ((k-1) h, k h] goes to k h (rounded UP); the x-tail beyond
+    tail_z sigmas on the side of small losses goes to the smallest grid point used (also up), and on
+    the side of large losses ('remove', x > 1 + tail_z s) to loss +infinity (returned separately as
+    omega, counted in delta in full). Returns (k_min, pmf over k_min.., omega).
+
+    Why rounding up is safe: with P' the rounded masses p_k and Q' given by q_k = p_k e^{-k h}
+    (plus a leftover atom where P' has none; sum q_k <= 1 since e^{-kh} <= e^{-L(x)} in bin k),
+    for every real eps
+        delta_{P',Q'}(eps) = sum_k p_k (1 - e^{eps - k h})_+ >= E_P[(1 - e^{eps - L})_+] = delta_{P,Q}(eps),
+    so (P', Q') dominates (P, Q), and dominating pairs compose under adaptive composition (Zhu, Dong
+    & Wang, arXiv 2106.08567, their composition theorem for dominating pairs). The same pessimistic estimate: Meiser & Mohammadi, CCS 2018
+    (ePrint 2017/1034); Koskela, Jalko, Prediger & Honkela, arXiv 2006.07134.
+    """
+    s = float(sigma)
+    if direction == "remove":
+        x_lo, x_hi = -tail_z * s, 1.0 + tail_z * s
+        def loss(x):
+            return np.logaddexp(math.log1p(-q) if q < 1 else -np.inf, math.log(q) + (2 * x - 1) / (2 * s * s))
+        l_lo, l_hi = float(loss(x_lo)), float(loss(x_hi))
+        omega = float((1 - q) * ndtr(-x_hi / s) + q * ndtr(-(x_hi - 1) / s))  # P-mass above x_hi -> +inf
+    else:
+        x_lo, x_hi = -tail_z * s, tail_z * s
+        def loss(x):
+            return -np.logaddexp(math.log1p(-q) if q < 1 else -np.inf, math.log(q) + (2 * x - 1) / (2 * s * s))
+        l_lo, l_hi = float(loss(x_hi)), float(loss(x_lo))  # decreasing
+        omega = 0.0
+    k_min, k_max = int(math.floor(l_lo / h)), int(math.ceil(l_hi / h))
+    grid = np.arange(k_min, k_max + 1) * h  # bin k is ((k-1) h, k h]
+    sign = 1.0 if direction == "remove" else -1.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = np.exp(sign * grid) - (1.0 - q)
+        xb = np.where(inner > 0, s * s * (np.log(inner) - math.log(q)) + 0.5, -np.inf)
+    if direction == "remove":
+        # P(x <= x(l)) for the mixture; bins beyond x_hi were sent to omega
+        xb = np.minimum(xb, x_hi)
+        cdf = (1 - q) * ndtr(xb / s) + q * ndtr((xb - 1) / s)
+        cdf[-1] = 1.0 - omega
+        pmf = np.diff(cdf, prepend=0.0)  # bin k_min takes the whole lower tail (rounded up)
+    else:
+        # L <= k h  <=>  x >= x(kh); P(L in ((k-1)h, kh]) = P(x(kh) <= x < x((k-1)h)), x ~ N(0, s^2)
+        sf = ndtr(-xb / s)  # P(x > x(kh)); x(kh) = -inf (sf = 1) once kh >= -log(1 - q)
+        sf[-1] = 1.0
+        pmf = np.diff(sf, prepend=0.0)  # bin k_min also takes the far x-tail (losses below l_lo)
+    pmf = np.clip(pmf, 0.0, None)
+    return k_min, pmf, omega
+
+
+def _pld_delta_curve(k_min, pmf, omega, steps, h):
+    """T-fold composition by FFT: (losses, composed pmf, omega_T), omega_T = 1 - (1 - omega)^T."""
+    n_out = steps * (len(pmf) - 1) + 1
+    size = 1 << int(math.ceil(math.log2(max(n_out, 2))))
+    comp = np.fft.irfft(np.fft.rfft(pmf, size) ** steps, size)[:n_out]
+    comp = np.clip(comp, 0.0, None)
+    losses = (steps * k_min + np.arange(n_out)) * h
+    return losses, comp, -math.expm1(steps * math.log1p(-omega)) if omega < 1 else 1.0
+
+
+def _pld_epsilon_from(losses, pmf, omega, delta):
+    """Smallest eps >= 0 with delta(eps) = omega + sum_{l_k > eps} p_k (1 - e^{eps - l_k}) <= delta.
+
+    delta(eps) = sup_S P(S) - e^eps Q(S) = E_P[(1 - e^{eps - L})_+] (the set S = {L > eps} is
+    optimal); it is continuous and non-increasing in eps, and on [l_j, l_{j+1}) equals
+    A_j - e^eps B_j with A_j = omega + sum_{k>j} p_k, B_j = sum_{k>j} p_k e^{-l_k}.
+    """
+    if omega >= delta:
+        return math.inf
+    pos = losses > 0
+    d0 = omega + float(np.sum(pmf[pos] * -np.expm1(-losses[pos])))  # delta(0)
+    if d0 <= delta:
+        return 0.0
+    i0 = int(np.argmax(pos))  # first grid loss > 0; eps in (0, l_i0) uses the suffix k >= i0
+    lt, pt = losses[i0:], pmf[i0:]
+    # entry j (j = -1 .. len - 1 over the tail): A = omega + sum_{k > j} p_k, B = sum_{k > j} p_k e^{-l_k}
+    a = omega + np.concatenate([np.cumsum(pt[::-1])[::-1], [0.0]])
+    b = np.concatenate([np.cumsum((pt * np.exp(-lt))[::-1])[::-1], [0.0]])
+    left = np.concatenate([[0.0], lt])  # the interval [left_j, l_{j+1}) on which (A_j, B_j) hold
+    with np.errstate(over="ignore", invalid="ignore"):
+        d_left = a - np.exp(left) * b
+    j = int(np.nonzero(d_left > delta)[0].max())  # delta(left_j) > target, and delta is non-increasing
+    if b[j] <= 0:
+        return float(left[j])
+    return max(0.0, math.log((a[j] - delta) / b[j]))
+
+
+def pld_dpsgd_epsilon(*, q, noise_multiplier, steps, delta, h=1e-4, max_bins=1 << 23):
+    """epsilon of ``steps`` Poisson-subsampled Gaussian steps by the privacy-loss distribution (add/remove).
+
+    Each step is dominated by the 'remove' pair and by the 'add' pair of ``_pld_grid_pmf``; the
+    T-step mechanism by the T-fold products of each (adaptive composition of dominating pairs, Zhu,
+    Dong & Wang, arXiv 2106.08567), whose PLD is the T-fold convolution of the one-step
+    PLD (Sommer, Meiser & Mohammadi, PoPETs 2019), computed by FFT (Koskela, Jalko & Honkela, arXiv
+    1906.03049). Neighbours in both directions are covered by the larger of the two deltas, so the
+    returned epsilon is the larger of the two epsilons. Rounding each step's losses up to the grid
+    k h (``_pld_grid_pmf``) keeps the result an upper bound; it overstates epsilon by at most about
+    T h. h grows above the given value only to keep the composed grid within ``max_bins``.
+
+    Check: q = 1 is the Gaussian mechanism composed T times, i.e. mu-GDP with mu = sqrt(T) / sigma,
+    whose exact delta(eps) is ``gdp_delta`` (Dong, Roth & Su, arXiv 1905.02383, Corollary 2.13).
+    """
+    if isinstance(q, bool):
+        raise TypeError("q must be a number, not bool")
+    q = float(q)
+    if not (0.0 <= q <= 1.0):
+        raise ValueError(f"q must be in [0, 1]; got q={q!r}")
+    sigma = _positive_finite("noise_multiplier", noise_multiplier)
+    steps = _check_steps(steps)
+    delta = _probability("delta", delta)
+    if steps == 0 or q == 0.0:
+        return 0.0
+    eps = 0.0
+    for direction in ("remove", "add"):
+        hh = float(h)
+        while True:
+            k_min, pmf, omega = _pld_grid_pmf(q, sigma, direction=direction, h=hh)
+            if steps * len(pmf) <= max_bins:
+                break
+            hh *= 2.0
+        losses, comp, omega_t = _pld_delta_curve(k_min, pmf, omega, steps, hh)
+        eps = max(eps, _pld_epsilon_from(losses, comp, omega_t, delta))
+    return eps
+
+
+# ---------------------------------------------------------------------------
+# The DP-SGD mechanism (edge level): Poisson sampling of pairs, per-edge clipping, Gaussian noise
+# ---------------------------------------------------------------------------
+
+def n_pairs(n: int) -> int:
+    """M = n(n-1)/2, the number of unordered pairs i < j of n items."""
+    return n * (n - 1) // 2
+
+
+def pair_index(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Pair (i, j), 0 <= i < j, -> index p = j(j-1)/2 + i (column-major triangular order).
+
+    The pairs of items 0..N-1 get exactly the indices 0..M-1, M = N(N-1)/2, and
+    the index does not depend on N.
+    """
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    if np.any(i < 0) or np.any(i >= j):
+        raise ValueError("pair_index needs 0 <= i < j for every pair")
+    return j * (j - 1) // 2 + i
+
+
+def pair_from_index(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of ``pair_index``: j = floor((1 + sqrt(1 + 8p)) / 2), i = p - j(j-1)/2.
+
+    The float square root is only a first guess; j is then corrected in exact
+    int64 arithmetic so that j(j-1)/2 <= p < j(j+1)/2 holds for every p < 2^52.
+    """
+    p = np.asarray(p, dtype=np.int64)
+    if np.any(p < 0):
+        raise ValueError("pair indices must be >= 0")
+    j = np.floor((1.0 + np.sqrt(1.0 + 8.0 * p.astype(np.float64))) / 2.0).astype(np.int64)
+    for _ in range(2):
+        j = np.where(j * (j - 1) // 2 > p, j - 1, j)
+        j = np.where((j + 1) * j // 2 <= p, j + 1, j)
+    return p - j * (j - 1) // 2, j
+
+
+def uniform_subset(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random k-subset of {0, ..., m-1}, sorted, without building range(m).
+
+    Rejection: draw k integers uniformly with replacement, keep the distinct ones,
+    draw the shortfall again, until k distinct values are held. The procedure
+    commutes with every permutation of {0, ..., m-1} (relabelling the values
+    relabels the draws) and always returns k values, so every k-subset is equally
+    likely. Expected draws are about k (1 + k / (2m)) for k << m; when k > m/2 the
+    complement is drawn instead (m is then small, since k fits in memory).
+    """
+    if not 0 <= k <= m:
+        raise ValueError(f"uniform_subset: need 0 <= k <= m, got k={k}, m={m}")
+    if k > m // 2:
+        drop = uniform_subset(m, m - k, rng)
+        return np.setdiff1d(np.arange(m, dtype=np.int64), drop, assume_unique=True)
+    held = np.unique(rng.integers(0, m, size=k, dtype=np.int64))
+    while len(held) < k:
+        held = np.union1d(held, rng.integers(0, m, size=k - len(held), dtype=np.int64))
+    return held
+
+
+def poisson_pair_sample(n: int, q: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson sampling of the unordered pairs of n items: each pair independently w.p. q.
+
+    Implemented as K ~ Binomial(M, q), then a uniformly random K-subset of the M
+    pair indices (``uniform_subset``), mapped to (i, j) by ``pair_from_index``.
+    This is the same distribution as M independent Bernoulli(q) inclusions: under
+    independent inclusion, P(sample = A) = q^|A| (1-q)^(M-|A|) depends on A only
+    through |A|, so |A| ~ Binomial(M, q) and, given |A| = K, A is uniform over the
+    K-subsets. Cost O(K), never O(M).
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"sampling rate q={q} must be in [0, 1]")
+    m = n_pairs(n)
+    k = int(rng.binomial(m, q)) if m else 0
+    return pair_from_index(uniform_subset(m, k, rng))
+
+
+class EdgeDPSGD:
+    """The edge-level DP-SGD mechanism: Poisson sampling of pairs, per-edge clipping, Gaussian noise.
+
+    ``hashing.train_dpsgd`` computes gradients and applies updates; every step that touches the
+    private graph goes through ``step`` here, and only through it.
+
+    Setting. N training items, M = N(N-1)/2 unordered pairs, the private graph a set of edges
+    among them. Neighbouring graphs differ in one edge, added or removed (module docstring).
+
+    One step (``step``):
+      1. S: each pair joins independently with probability q = B / M (``poisson_pair_sample``),
+         B = ``expected_batch_pairs``. The sampler's PCG64 state is 128 fresh bits from the noise
+         source each step (the OS CSPRNG unless an insecure seed was given); S is never released.
+      2. E = the edges in S, read through ``edge_lookup(i, j)``: the only access to the graph.
+      3. Q = sum_{(i, j) in E} clip_C(g_ij), computed by the caller's ``clipped_sum`` as the sum of
+         per-edge gradients g_ij = grad Theta_ij, each scaled by min(1, C / ||g_ij||).
+      4. Released: Q + N(0, (sigma C)^2 I), sigma = ``noise_multiplier``, the noise from
+         ``source.normal`` (never torch's generator).
+
+    Claim (edge-level privacy of one step). Q is a sum over the sampled EDGES with one term per
+    edge, and each term has L2 norm <= C. Adding or removing one edge (u, v) adds or removes
+    exactly the term of (u, v) if (u, v) is sampled, and changes nothing otherwise. This is the
+    add/remove relation on the edge set with Poisson subsampling of rate q and sensitivity C.
+
+    Proof. g_ij depends only on the public features of i and j and on the current parameters
+    (themselves a function of earlier released outputs); it does not read the label S_uv of any
+    pair. The label enters the pairwise loss l_ij = sum_theta log(1 + e^theta) - S_ij Theta_ij
+    linearly: the first part is label-free (public; the trainer computes it on an independent
+    public sample S', so it reveals nothing about S), the second contributes -S_ij g_ij.
+    Flipping S_uv therefore changes exactly one summand of Q, by clip_C(g_uv), of norm <= C by
+    construction of the clip (min(1, C/||g||) ||g|| <= C). Membership of (u, v) in S is a
+    Bernoulli(q) event independent of everything else, so the released vector is the
+    Poisson-subsampled Gaussian mechanism of Abadi et al. (arXiv 1607.00133, Algorithm 1 and
+    Theorem 1, the moments accountant) with sensitivity C and noise std sigma C. Its Renyi DP is
+    the one of the pair mu_0 = N(0, sigma^2) vs mu = (1-q) N(0, sigma^2) + q N(1, sigma^2)
+    (Mironov, Talwar & Zhang, arXiv 1908.10530, Section 3, for Poisson sampling;
+    ``rdp_subsampled_gaussian``), and the T steps compose adaptively (Mironov, arXiv 1702.07476,
+    Proposition 1): ``dpsgd_epsilon``. The PLD of the same pair gives a tighter epsilon
+    (``pld_dpsgd_epsilon``); ``epsilon_spent`` takes the smaller, both being valid upper bounds.
+    Everything after the release (the public part, Adam, the model) is post-processing.
+
+    Why the label-free part must not be clipped together with the label part: clipping the
+    whole per-pair gradient makes an edge flip a SUBSTITUTION of one clipped vector by another,
+    sensitivity 2C (``dpsgd_sensitivity``). Clipping the public part on its own, per pair of S',
+    to the same C (``--dpsgd-public-clip true``) reads no label and is post-processing: it only
+    rescales the public part so that the clipped private signal is not swamped by it.
+
+    ``noise_multiplier = 0`` adds no noise: NOT PRIVATE (the sanity mode ``--epsilon inf``).
+    """
+
+    def __init__(self, *, n_items, expected_batch_pairs, clip_norm, noise_multiplier, source):
+        if isinstance(n_items, bool) or not isinstance(n_items, numbers.Integral) or n_items < 2:
+            raise ValueError(f"n_items={n_items!r} must be an integer >= 2 (DP-SGD needs at least one pair)")
+        self.n = int(n_items)
+        self.m = n_pairs(self.n)
+        b = float(expected_batch_pairs)
+        if not (0 < b <= self.m):
+            raise ValueError(f"expected_batch_pairs={expected_batch_pairs} must be in (0, M={self.m}]")
+        self.expected_batch_pairs = b
+        self.q = b / self.m
+        if not (clip_norm > 0 and np.isfinite(clip_norm)):
+            raise ValueError(f"clip_norm={clip_norm} must be a finite number > 0")
+        if not (noise_multiplier >= 0 and np.isfinite(noise_multiplier)):
+            raise ValueError(f"noise_multiplier={noise_multiplier} must be a finite number >= 0")
+        if source is None or not (hasattr(source, "normal") and hasattr(source, "randbelow")):
+            raise ValueError(f"noise_source={source!r}: pass a privacy.NoiseSource (normal() and randbelow())")
+        self.clip_norm = float(clip_norm)
+        self.noise_multiplier = float(noise_multiplier)
+        self.source = source
+
+    @property
+    def private(self) -> bool:
+        """False when no noise is added (noise_multiplier 0): NOT PRIVATE."""
+        return self.noise_multiplier > 0
+
+    def public_sample(self, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """k pairs uniformly without replacement from a PUBLIC generator: S', independent of S and the graph."""
+        return pair_from_index(uniform_subset(self.m, int(k), rng))
+
+    def step(self, edge_lookup, clipped_sum, dim: int):
+        """One release: (Q, noise, (si, sj, is_edge)); the caller adds ``noise`` (None: sigma = 0) to Q.
+
+        ``clipped_sum(i, j, clip_norm)`` must return the sum over the given edges of their
+        gradients clipped to ``clip_norm`` (the per-edge contract of the proof above).
+        (si, sj, is_edge) are the secret sample and its labels: the caller may use them only
+        behind an explicit NOT PRIVATE debug flag.
+        """
+        rng = np.random.Generator(np.random.PCG64(self.source.randbelow(2 ** 128)))
+        si, sj = poisson_pair_sample(self.n, self.q, rng)
+        is_edge = np.asarray(edge_lookup(si, sj), dtype=bool)
+        if is_edge.shape != si.shape:
+            raise ValueError(f"edge_lookup returned shape {is_edge.shape}, expected {si.shape}")
+        total = clipped_sum(si[is_edge], sj[is_edge], self.clip_norm)
+        noise = None
+        if self.noise_multiplier > 0:
+            sigma = self.noise_multiplier * self.clip_norm
+            noise = np.asarray(self.source.normal((int(dim),)), dtype=np.float32) * np.float32(sigma)
+        return total, noise, (si, sj, is_edge)
+
+    def epsilon_spent(self, *, steps: int, delta: float) -> dict:
+        """{'rdp': eps, 'pld': eps or None, 'epsilon': the smaller}: both are upper bounds (see the class)."""
+        if self.noise_multiplier == 0:
+            return {"rdp": math.inf, "pld": math.inf, "epsilon": math.inf}
+        rdp = dpsgd_epsilon(q=self.q, noise_multiplier=self.noise_multiplier, steps=steps, delta=delta)
+        pld = pld_dpsgd_epsilon(q=self.q, noise_multiplier=self.noise_multiplier, steps=steps, delta=delta)
+        return {"rdp": rdp, "pld": pld, "epsilon": min(rdp, pld)}
 
 # ===========================================================================
 # Baseline: edge randomized response (Warner 1965; as edge-DP e.g. in

@@ -121,7 +121,9 @@ CASES = [
                                               _write(t, "nw/Labels_sky.txt", b"yes\nno\n"), str(t / "nw"))[3]]),
     ("unknown-dataset-name", lambda t: ["--dataset", "cifar"]),
     ("edgerr-epsilon-inf", lambda t: ["--method", "edgerr", "--epsilon", "inf"]),
-    ("dpsgd-epsilon-inf", lambda t: ["--method", "dpsgd", "--epsilon", "inf"]),
+    ("dpsgd-accountant-bad", lambda t: ["--method", "dpsgd", "--dpsgd-accountant", "moments"]),
+    ("dpsgd-public-pairs-0", lambda t: ["--method", "dpsgd", "--dpsgd-public-pairs", "0"]),
+    ("dpsgd-public-clip-maybe", lambda t: ["--method", "dpsgd", "--dpsgd-public-clip", "maybe"]),
 ]
 
 OUT_CASES = [  # --out-dir itself is bad: it is given instead of the default
@@ -301,6 +303,8 @@ def test_stale_partials_removed_only_when_owner_is_gone(tmp_path, capsys):
     (["--method", "dpsgd", "--insecure-seed", "3", "--dpsgd-steps", "2", "--dpsgd-batch-pairs", "256"],
      "--insecure-seed"),
     (["--method", "naive", "--epsilon", "inf"], "epsilon = infinity"),
+    (["--method", "dpsgd", "--epsilon", "inf", "--dpsgd-steps", "2", "--dpsgd-batch-pairs", "256"],
+     "DP-SGD adds no noise"),
     (["--attack-eval-not-private", "true"], "--attack-eval-not-private"),
     (["--timings-not-private", "true"], "--timings-not-private"),
     (["--protocol", "standard"], "--protocol standard"),
@@ -311,7 +315,7 @@ def test_not_private_runs_never_claim_privacy(tmp_path, extra, reason):
     m = dmpmh.run(dmpmh.parse_config(base + extra + ["--out-dir", str(tmp_path)]))
     text = open(os.path.join(m["run_dir"], "privacy.txt")).read()
     assert text.startswith("NOT PRIVATE: ") and reason in text.splitlines()[0]
-    assert "satisfies" not in text
+    assert "satisfies" not in text and "differential privacy, i," not in text
     assert m["run_dir"].endswith("-NOT-PRIVATE")
     assert "NOT PRIVATE" in open(os.path.join(m["run_dir"], "metrics.md")).readline()
     saved = json.load(open(os.path.join(m["run_dir"], "metrics.json")))

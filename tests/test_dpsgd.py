@@ -6,6 +6,8 @@ pair at a time, and the sensitivity claim checked by removing each edge of a
 batch (add/remove, <= C) against clipping whole per-pair gradients and flipping
 a label (substitution, which exceeds C).
 """
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -28,6 +30,14 @@ def quiet_source(seed):
     return privacy.NoiseSource(insecure_seed=seed, quiet=True)
 
 
+def train_dpsgd(features, lookup, *, expected_batch_pairs, clip_norm, noise_multiplier, noise_source, **kw):
+    """hashing.train_dpsgd with its mechanism built from the old keyword arguments."""
+    n = len(next(iter(features.values())))
+    mech = privacy.EdgeDPSGD(n_items=n, expected_batch_pairs=expected_batch_pairs, clip_norm=clip_norm,
+                             noise_multiplier=noise_multiplier, source=noise_source)
+    return hashing.train_dpsgd(features, lookup, mechanism=mech, **kw)
+
+
 # ---------------------------------------------------------------------------
 # Pair indexing and Poisson sampling
 # ---------------------------------------------------------------------------
@@ -35,14 +45,14 @@ def quiet_source(seed):
 @pytest.mark.parametrize("n", range(2, 31))
 def test_pair_index_bijection_exhaustive(n):
     i, j = np.triu_indices(n, k=1)
-    p = hashing.pair_index(i, j)
-    m = hashing.n_pairs(n)
+    p = privacy.pair_index(i, j)
+    m = privacy.n_pairs(n)
     assert m == len(i) == n * (n - 1) // 2
     assert np.array_equal(np.sort(p), np.arange(m))  # onto [0, M), no collisions
-    ii, jj = hashing.pair_from_index(np.arange(m))
+    ii, jj = privacy.pair_from_index(np.arange(m))
     assert np.all((0 <= ii) & (ii < jj) & (jj < n))
-    assert np.array_equal(hashing.pair_index(ii, jj), np.arange(m))
-    back_i, back_j = hashing.pair_from_index(p)
+    assert np.array_equal(privacy.pair_index(ii, jj), np.arange(m))
+    back_i, back_j = privacy.pair_from_index(p)
     assert np.array_equal(back_i, i) and np.array_equal(back_j, j)
 
 
@@ -53,11 +63,11 @@ def test_pair_index_round_trip_large():
     t = np.arange(1, 2 ** 25, 9973, dtype=np.int64)
     p = np.concatenate([p, t * (t - 1) // 2, t * (t - 1) // 2 - 1, t * (t + 1) // 2 - 1]).astype(np.int64)
     p = p[p >= 0]
-    i, j = hashing.pair_from_index(p)
+    i, j = privacy.pair_from_index(p)
     assert np.all((0 <= i) & (i < j))
-    assert np.array_equal(hashing.pair_index(i, j), p)
+    assert np.array_equal(privacy.pair_index(i, j), p)
     with pytest.raises(ValueError):
-        hashing.pair_index(np.array([3]), np.array([3]))
+        privacy.pair_index(np.array([3]), np.array([3]))
 
 
 def test_uniform_subset_distinct_and_uniform():
@@ -65,28 +75,28 @@ def test_uniform_subset_distinct_and_uniform():
     m, k, reps = 10, 3, 20000
     counts = np.zeros(m)
     for _ in range(reps):
-        s = hashing.uniform_subset(m, k, rng)
+        s = privacy.uniform_subset(m, k, rng)
         assert len(s) == k == len(np.unique(s)) and s.min() >= 0 and s.max() < m
         counts[s] += 1
     expected = reps * k / m
     assert stats.chisquare(counts, np.full(m, expected)).pvalue > 1e-3
     for k2 in (0, 7, 10):  # the complement branch and the edges
-        s = hashing.uniform_subset(m, k2, rng)
+        s = privacy.uniform_subset(m, k2, rng)
         assert len(s) == k2 == len(np.unique(s))
     with pytest.raises(ValueError, match="k=11"):
-        hashing.uniform_subset(m, 11, rng)
+        privacy.uniform_subset(m, 11, rng)
 
 
 def test_poisson_pair_sampling_frequencies():
     n, q, reps = 8, 0.3, 20000
-    m = hashing.n_pairs(n)
+    m = privacy.n_pairs(n)
     rng = np.random.default_rng(2)
     incl = np.zeros((reps, m), dtype=bool)
     ks = np.empty(reps)
     for r in range(reps):
-        i, j = hashing.poisson_pair_sample(n, q, rng)
+        i, j = privacy.poisson_pair_sample(n, q, rng)
         assert np.all((0 <= i) & (i < j) & (j < n))
-        p = hashing.pair_index(i, j)
+        p = privacy.pair_index(i, j)
         assert len(np.unique(p)) == len(p)
         incl[r, p] = True
         ks[r] = len(p)
@@ -177,7 +187,7 @@ def flat_norm(d):
 def test_clipping_and_add_remove_sensitivity_is_C(clip_norm):
     model, feats = small_setup(seed=3, n=20)
     rng = np.random.default_rng(4)
-    i, j = hashing.pair_from_index(hashing.uniform_subset(hashing.n_pairs(20), 15, rng))
+    i, j = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(20), 15, rng))
     g = hashing.per_edge_theta_grads(model, feats, i, j)
     one = [{k: v[e:e + 1] for k, v in g.items()} for e in range(len(i))]
     for e in range(len(i)):
@@ -200,7 +210,7 @@ def test_clipping_and_add_remove_sensitivity_is_C(clip_norm):
 def test_ghost_clipping_equals_vmap(views, clip_norm):
     model, feats = small_setup(seed=6, n=15, views=views)
     rng = np.random.default_rng(7)
-    i, j = hashing.pair_from_index(hashing.uniform_subset(hashing.n_pairs(15), 40, rng))  # items repeat
+    i, j = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(15), 40, rng))  # items repeat
     ref, ref_norms = hashing.clip_and_sum(hashing.per_edge_theta_grads(model, feats, i, j), clip_norm)
     got, norms = hashing.ghost_clipped_edge_sum(model, feats, i, j, clip_norm)
     torch.testing.assert_close(norms, ref_norms, atol=1e-5, rtol=1e-4)
@@ -215,7 +225,7 @@ def test_ghost_clipping_equals_vmap(views, clip_norm):
 def test_clipped_sum_drop_one_edge_moves_at_most_C(method):
     model, feats = small_setup(seed=8, n=20)
     rng = np.random.default_rng(9)
-    i, j = hashing.pair_from_index(hashing.uniform_subset(hashing.n_pairs(20), 12, rng))
+    i, j = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(20), 12, rng))
     c = 0.01
     full = hashing.clipped_edge_sum(model, feats, i, j, clip_norm=c, method=method)
     for e in range(len(i)):
@@ -294,10 +304,10 @@ def test_dpsgd_without_noise_learns_planted_clusters(capsys):
     kw = dict(bits=16, expected_batch_pairs=512, lr=1e-2, hidden=64, clip_norm=1.0,
               noise_multiplier=0.0, device=torch.device("cpu"), log_every=20, chunk_size=512)
     torch.manual_seed(0)
-    init = hashing.train_dpsgd({"text": x}, lookup, steps=1, noise_source=quiet_source(1), **{**kw, "lr": 0.0})
+    init = train_dpsgd({"text": x}, lookup, steps=1, noise_source=quiet_source(1), **{**kw, "lr": 0.0})
     auc0 = code_auc(init, x, cluster)
     torch.manual_seed(0)
-    model = hashing.train_dpsgd({"text": x}, lookup, steps=40, noise_source=quiet_source(1), **kw)
+    model = train_dpsgd({"text": x}, lookup, steps=40, noise_source=quiet_source(1), **kw)
     auc = code_auc(model, x, cluster)
     assert not model.training
     assert auc > 0.7 and auc > auc0 + 0.1, (auc0, auc)
@@ -341,7 +351,7 @@ def test_dp_noise_comes_from_noise_source(monkeypatch):
 
     spy = SpySource(7)
     torch.manual_seed(0)
-    noisy = hashing.train_dpsgd({"text": x}, lookup, noise_multiplier=1.3, noise_source=spy, **kw)
+    noisy = train_dpsgd({"text": x}, lookup, noise_multiplier=1.3, noise_source=spy, **kw)
     n_params = sum(p.numel() for p in noisy.parameters())
     assert spy.normal_shapes == [(n_params,)] * 5  # once per step, every coordinate
     assert spy.randbelow_calls == 5  # sampling seeded from the source each step
@@ -349,9 +359,9 @@ def test_dp_noise_comes_from_noise_source(monkeypatch):
     # zero "noise" from the spy gives exactly the noise-free run: all DP noise passes through normal()
     spy0 = SpySource(7, zero=True)
     torch.manual_seed(0)
-    zeroed = hashing.train_dpsgd({"text": x}, lookup, noise_multiplier=1.3, noise_source=spy0, **kw)
+    zeroed = train_dpsgd({"text": x}, lookup, noise_multiplier=1.3, noise_source=spy0, **kw)
     torch.manual_seed(0)
-    clean = hashing.train_dpsgd({"text": x}, lookup, noise_multiplier=0.0, noise_source=SpySource(7), **kw)
+    clean = train_dpsgd({"text": x}, lookup, noise_multiplier=0.0, noise_source=SpySource(7), **kw)
     for a, b, c in zip(zeroed.parameters(), clean.parameters(), noisy.parameters()):
         torch.testing.assert_close(a, b)
     assert any(not torch.allclose(a, c) for a, c in zip(clean.parameters(), noisy.parameters()))
@@ -368,14 +378,109 @@ def test_edge_lookup_sees_only_sampled_pairs_and_bad_arguments_fail():
 
     kw = dict(bits=8, steps=3, expected_batch_pairs=20, lr=1e-2, hidden=8, clip_norm=1.0, noise_multiplier=1.0,
               device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
-    hashing.train_dpsgd({"text": x}, spy_lookup, **kw)
-    assert len(seen) == 3 and sum(seen) < 3 * hashing.n_pairs(30) / 4
+    train_dpsgd({"text": x}, spy_lookup, **kw)
+    assert len(seen) == 3 and sum(seen) < 3 * privacy.n_pairs(30) / 4
     for bad, match in [({"clip_norm": 0.0}, "clip_norm=0.0"), ({"noise_multiplier": -1.0}, "noise_multiplier=-1.0"),
                        ({"expected_batch_pairs": 10 ** 6}, "expected_batch_pairs=1000000"),
                        ({"steps": 0}, "steps=0"), ({"per_edge": "fast"}, "per_edge='fast'")]:
         with pytest.raises(ValueError, match=match):
-            hashing.train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+            train_dpsgd({"text": x}, lookup, **{**kw, **bad})
     with pytest.raises(ValueError, match="noise_source=None"):
-        hashing.train_dpsgd({"text": x}, lookup, **{**kw, "noise_source": None})
+        train_dpsgd({"text": x}, lookup, **{**kw, "noise_source": None})
     with pytest.raises(ValueError, match="edge_lookup returned shape"):
-        hashing.train_dpsgd({"text": x}, lambda i, j: np.array([True]), **kw)
+        train_dpsgd({"text": x}, lambda i, j: np.array([True]), **kw)
+
+
+# ---------------------------------------------------------------------------
+# Issue 16: the mechanism in privacy.EdgeDPSGD, the clipped public part, the sanity mode
+# ---------------------------------------------------------------------------
+
+def _param_sha(model):
+    import hashlib
+    return hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()
+
+
+# sha256 of the final parameters of the pre-issue-16 train_dpsgd (commit b1f88e3) on this problem;
+# --dpsgd-public-clip false must reproduce it bit for bit (CPU, one thread)
+OLD_UPDATE_SHA = {"ghost": "2566fcbece985858c0f612a2ff00e08968bcf3d8f6715122f84611f85205b354",
+                  "vmap": "fe552bcf71d1ddb3e081a1172ce07b157abae14f398d32350624c4688c437273"}
+
+
+@pytest.mark.parametrize("per_edge", ["ghost", "vmap"])
+def test_public_clip_false_is_the_old_update_bit_for_bit(per_edge):
+    x, cluster, lookup = planted(n=40, d=8)
+    kw = dict(bits=8, steps=5, expected_batch_pairs=64, lr=1e-2, hidden=16, clip_norm=0.5, noise_multiplier=1.3,
+              device=torch.device("cpu"), log_every=0, per_edge=per_edge)
+    torch.manual_seed(0)
+    old = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(3), public_clip=False, **kw)
+    assert _param_sha(old) == OLD_UPDATE_SHA[per_edge]
+    torch.manual_seed(0)
+    new = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(3), public_clip=True, **kw)
+    assert _param_sha(new) != OLD_UPDATE_SHA[per_edge]  # the flag changes the update
+
+
+@pytest.mark.parametrize("views", [("text",), ("image", "text")])
+def test_public_softplus_clipping_ghost_equals_vmap_and_is_clipped(views):
+    torch.manual_seed(0)
+    dims = {"image": 7, "text": 5}
+    model = hashing.DualStreamHasher({v: dims[v] for v in views}, 8, 16).eval()
+    feats = {v: torch.randn(20, dims[v]) * 3 for v in views}
+    rng = np.random.default_rng(1)
+    i, j = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(20), 30, rng))
+    c = 0.3
+    ghost, gn = hashing.ghost_clipped_edge_sum(model, feats, i, j, c, fn=hashing._softplus_sum)
+    per = hashing.per_edge_theta_grads(model, feats, i, j, fn=hashing._softplus_sum)
+    vm, vn = hashing.clip_and_sum(per, c)
+    torch.testing.assert_close(gn, vn, rtol=1e-4, atol=1e-6)
+    for k in ghost:
+        torch.testing.assert_close(ghost[k], vm[k], rtol=1e-4, atol=1e-6)
+    assert float(vn.min()) > c  # the public per-pair gradients are far above C: clipping matters
+    # with two views the softplus per-pair gradient is not parallel to the Theta gradient (with one view
+    # it is, and both clip to the same vector): a different function is clipped
+    th, _ = hashing.clip_and_sum(hashing.per_edge_theta_grads(model, feats, i, j), c)
+    assert any(not torch.allclose(th[k], vm[k]) for k in th) == (len(views) == 2)
+
+
+def test_edge_dpsgd_step_noise_scale_and_lookup():
+    src = quiet_source(5)
+    mech = privacy.EdgeDPSGD(n_items=50, expected_batch_pairs=100, clip_norm=0.7, noise_multiplier=2.0, source=src)
+    assert mech.q == pytest.approx(100 / privacy.n_pairs(50)) and mech.private
+    seen = []
+
+    def lookup(i, j):
+        seen.append((i.copy(), j.copy()))
+        return (i + j) % 3 == 0
+
+    def csum(i, j, c):
+        assert c == 0.7 and np.all((i + j) % 3 == 0)  # only the sampled EDGES reach the clipped sum
+        return len(i)
+
+    total, noise, (si, sj, is_edge) = mech.step(lookup, csum, 20000)
+    assert total == int(is_edge.sum()) and len(seen) == 1 and np.array_equal(seen[0][0], si)
+    assert noise.dtype == np.float32 and noise.shape == (20000,)
+    assert abs(float(noise.std()) - 1.4) < 0.03 and abs(float(noise.mean())) < 0.05  # sigma C = 2 * 0.7
+    sizes = [len(mech.step(lookup, lambda i, j, c: 0, 1)[2][0]) for _ in range(300)]
+    assert abs(np.mean(sizes) - 100) < 4 * math.sqrt(100 / 300)  # Poisson: E|S| = q M = B
+    zero = privacy.EdgeDPSGD(n_items=50, expected_batch_pairs=100, clip_norm=0.7, noise_multiplier=0.0, source=src)
+    assert zero.step(lookup, lambda i, j, c: 0, 10)[1] is None and not zero.private
+    assert math.isinf(zero.epsilon_spent(steps=3, delta=1e-5)["epsilon"])
+    spent = mech.epsilon_spent(steps=10, delta=1e-5)
+    assert spent["epsilon"] == min(spent["rdp"], spent["pld"])
+    assert spent["rdp"] == privacy.dpsgd_epsilon(q=mech.q, noise_multiplier=2.0, steps=10, delta=1e-5)
+    for bad, match in [({"n_items": 1}, "n_items=1"), ({"clip_norm": -1.0}, "clip_norm=-1.0"),
+                       ({"expected_batch_pairs": 0}, "expected_batch_pairs=0"), ({"source": None}, "noise_source")]:
+        with pytest.raises(ValueError, match=match):
+            privacy.EdgeDPSGD(**{"n_items": 50, "expected_batch_pairs": 100, "clip_norm": 0.7,
+                                 "noise_multiplier": 1.0, "source": src, **bad})
+
+
+def test_warm_start_loads_the_given_weights():
+    x, cluster, lookup = planted(n=40, d=8)
+    torch.manual_seed(1)
+    init = hashing.DualStreamHasher({"text": 8}, 8, 16).state_dict()
+    kw = dict(bits=8, steps=1, expected_batch_pairs=64, lr=0.0, hidden=16, clip_norm=0.5, noise_multiplier=0.0,
+              device=torch.device("cpu"), log_every=0)
+    torch.manual_seed(0)
+    m = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(3), init_state=init, **kw)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(v, init[k])  # lr 0: the weights are exactly the warm start's
