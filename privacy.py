@@ -2172,6 +2172,16 @@ def discrete_gaussian_variance(*, sigma):
 # ---------------------------------------------------------------------------
 
 
+def _sampling_rate(q) -> float:
+    """A Poisson sampling rate: a real number in [0, 1] (bool refused)."""
+    if isinstance(q, bool):
+        raise TypeError("q must be a number, not bool")
+    q = float(q)
+    if not (0.0 <= q <= 1.0):
+        raise ValueError(f"q must be in [0, 1]; got q={q!r}")
+    return q
+
+
 def _positive_finite(name, value):
     if isinstance(value, bool):
         raise TypeError(f"{name} must be a number, not bool")
@@ -2473,11 +2483,7 @@ def rdp_subsampled_gaussian(*, q, noise_multiplier, orders):
     Returns a float array of per-step RDP values, one per order; compose over
     steps by multiplying ([Mir17] Proposition 1).
     """
-    if isinstance(q, bool):
-        raise TypeError("q must be a number, not bool")
-    q = float(q)
-    if not (0.0 <= q <= 1.0):
-        raise ValueError(f"q must be in [0, 1]; got q={q!r}")
+    q = _sampling_rate(q)
     sigma = _positive_finite("noise_multiplier", noise_multiplier)
     arr = _check_orders(orders)
     out = np.empty(arr.shape, dtype=float)
@@ -2790,11 +2796,7 @@ def pld_dpsgd_epsilon(*, q, noise_multiplier, steps, delta, h=1e-4, max_bins=1 <
     Check: q = 1 is the Gaussian mechanism composed T times, i.e. mu-GDP with mu = sqrt(T) / sigma,
     whose exact delta(eps) is ``gdp_delta`` (Dong, Roth & Su, arXiv 1905.02383, Corollary 2.13).
     """
-    if isinstance(q, bool):
-        raise TypeError("q must be a number, not bool")
-    q = float(q)
-    if not (0.0 <= q <= 1.0):
-        raise ValueError(f"q must be in [0, 1]; got q={q!r}")
+    q = _sampling_rate(q)
     sigma = _positive_finite("noise_multiplier", noise_multiplier)
     steps = _check_steps(steps)
     delta = _probability("delta", delta)
