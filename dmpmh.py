@@ -103,8 +103,10 @@ class Config:
                                       # pre-issue-16 update, whose unclipped public part swamps the private signal
     dpsgd_public_pairs: int | None = None  # pairs in the public (label-free) sample per step; default (None): the
                                            # expected private batch --dpsgd-batch-pairs
-    dpsgd_warm_start: bool = True     # start DP-SGD from the public-only model (empty graph; reads no private data,
-                                      # so no budget); false: random initialisation
+    dpsgd_warm_start: bool = True     # start DP-SGD from the public-only reference (what --method public
+                                      # --public-graph knn trains: the public-feature kNN graph, pair balance
+                                      # unless --pair-balance false; reads no private data, so no budget);
+                                      # false: random initialisation
     dpsgd_accountant: str = "best"    # best (the smaller of RDP and PLD, both upper bounds) | rdp | pld
     # --- run --------------------------------------------------------------
     device: str = "cpu"               # cpu | cuda | auto (a GPU where torch sees one)
@@ -780,9 +782,11 @@ def run(cfg: Config) -> dict:
         cnn = tuple(v for v in ds.views if v == "image" and ds.raw_images is not None and cfg.cnn)
         if cfg.method == "dpsgd":
             init_state = None
-            if cfg.dpsgd_warm_start:  # the public-only model: empty graph, no private data, no budget
-                t = stage("DP-SGD warm start: the public-only model (empty graph; no private data)")
-                pub_targets = PublicTargets("empty", z, k=cfg.knn_k)
+            if cfg.dpsgd_warm_start:  # the public-only reference; reads no private data, so no budget
+                # exactly what --method public --public-graph knn trains (pair balance as there: on unless
+                # --pair-balance false): the public-feature kNN graph of z, built from public features alone
+                t = stage("DP-SGD warm start: the public-only reference (public kNN graph; no private data)")
+                pub_targets = PublicTargets("knn", z, k=cfg.knn_k)
                 weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
                                               cfg.w_quantization, cfg.w_balance, cfg.pair_balance != "false")
                 init_state = hashing.train_hashing(feats(split.train), pub_targets, bits=cfg.bits, epochs=cfg.epochs,

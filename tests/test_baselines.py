@@ -229,3 +229,35 @@ def test_ablation_writes_table(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith("| ") and "variant" not in line and "---" not in line]
     assert all(line.endswith("| NOT PRIVATE: --insecure-seed |") for line in rows if "public-only" not in line)
     assert len(list((out / "cells").iterdir())) == len(dmpmh.ABLATIONS) + len(dmpmh.PUBLIC_VARIANTS)
+
+
+def test_dpsgd_warm_start_is_the_public_knn_reference_and_reads_no_private_graph(tmp_path, monkeypatch):
+    """--dpsgd-warm-start true trains what --method public --public-graph knn trains (public kNN graph,
+    pair balance on), and no method of the private graph is called while it trains (issue 16)."""
+    import hashing
+    seen, reads, state = [], [], {"warm": False}
+    for name in ("rows", "has_edge", "dense", "_upper_edges"):
+        orig = getattr(data.PrivateGraph, name)
+
+        def spy(self, *a, _orig=orig, _name=name, **k):
+            reads.append((_name, state["warm"]))
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(data.PrivateGraph, name, spy)
+    orig_train = hashing.train_hashing
+
+    def train(features, targets, **kw):
+        seen.append((targets, kw["weights"]))
+        state["warm"] = True
+        try:
+            return orig_train(features, targets, **kw)
+        finally:
+            state["warm"] = False
+    monkeypatch.setattr(hashing, "train_hashing", train)
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--out-dir", str(tmp_path)]))
+    assert len(seen) == 1  # the warm start; DP-SGD itself trains with train_dpsgd
+    targets, weights = seen[0]
+    assert isinstance(targets, dmpmh.PublicTargets) and targets.kind == "knn"
+    assert weights.pair_balance is True
+    assert not any(warm for _, warm in reads), reads       # nothing of the private graph during the warm start
+    assert any(name == "has_edge" for name, _ in reads)     # ... while DP-SGD does read it (the spy works)
+    assert all(0 < r["map"] <= 1 for r in m["retrieval"].values())
