@@ -780,18 +780,21 @@ def run(cfg: Config) -> dict:
         scalers = {v: hashing.Standardizer.fit(getattr(ds, v)[split.train], mode=cfg.feature_norm) for v in ds.views}
         feats = lambda idx: {v: scalers[v](getattr(ds, v)[idx]) for v in ds.views}  # noqa: E731
         cnn = tuple(v for v in ds.views if v == "image" and ds.raw_images is not None and cfg.cnn)
+        def distill(tgt, balance):
+            """The hashing networks trained on target graph(s) ``tgt`` with the holistic loss."""
+            weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
+                                          cfg.w_quantization, cfg.w_balance, balance)
+            return hashing.train_hashing(feats(split.train), tgt, bits=cfg.bits, epochs=cfg.epochs,
+                                         batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
+                                         weights=weights, device=device, cnn_views=cnn)
+
         if cfg.method == "dpsgd":
             init_state = None
             if cfg.dpsgd_warm_start:  # the public-only reference; reads no private data, so no budget
                 # exactly what --method public --public-graph knn trains (pair balance as there: on unless
                 # --pair-balance false): the public-feature kNN graph of z, built from public features alone
                 t = stage("DP-SGD warm start: the public-only reference (public kNN graph; no private data)")
-                pub_targets = PublicTargets("knn", z, k=cfg.knn_k)
-                weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
-                                              cfg.w_quantization, cfg.w_balance, cfg.pair_balance != "false")
-                init_state = hashing.train_hashing(feats(split.train), pub_targets, bits=cfg.bits, epochs=cfg.epochs,
-                                                   batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
-                                                   weights=weights, device=device, cnn_views=cnn).state_dict()
+                init_state = distill(PublicTargets("knn", z, k=cfg.knn_k), cfg.pair_balance != "false").state_dict()
                 timings["warm start"] = t.done()
             t = stage(f"DP-SGD: {cfg.dpsgd_steps} steps, noise multiplier {sigma:.4f}")
             model = hashing.train_dpsgd(feats(split.train), edge_lookup(graph), bits=cfg.bits,
@@ -804,11 +807,7 @@ def run(cfg: Config) -> dict:
         else:
             del graph  # hashing never sees it
             t = stage("distill: train dual-stream hashing networks")
-            weights = hashing.LossWeights(cfg.w_first_order, cfg.w_triangle, cfg.w_alignment,
-                                          cfg.w_quantization, cfg.w_balance, pair_balance)
-            model = hashing.train_hashing(feats(split.train), targets, bits=cfg.bits, epochs=cfg.epochs,
-                                          batch_size=cfg.batch_size, lr=cfg.lr, hidden=cfg.hidden,
-                                          weights=weights, device=device, cnn_views=cnn)
+            model = distill(targets, pair_balance)
         timings["train"] = t.done()
         timings["  train per epoch"] = {"seconds": round(timings["train"]["seconds"] / max(cfg.epochs, 1), 3)
                                         if cfg.method != "dpsgd" else None, "peak_mib": None}
