@@ -1054,7 +1054,7 @@ class AuditConfig:
     delta: float = 1e-5           # the claimed delta, in (0, 1)
     max_degree: int = 4           # D (>= 1) of the audited sanitizer
     n_nodes: int = 200            # nodes of the worst-case audit graph (hubness grows with it)
-    trials: int = 5000            # sanitizer runs with and without the canary edge, each (>= 100)
+    trials: int = 20000           # sanitizer runs with and without the canary edge, each (>= 100)
     broken: str = "none"          # none | understate (sensitivity understated 4x) | noclip (clipping off)
     understate: float = 4.0       # with --broken understate: the factor by which sigma is too small
     noise: str = "gaussian"       # gaussian | discrete (the exact discrete Gaussian on the integer statistics)
@@ -1067,13 +1067,14 @@ class _ClippingDisabled:
     while the sensitivities still claim clipping. Never used outside the audit."""
 
     def __enter__(self):
-        self._orig = privacy.stable_clip, privacy._clip_block_keep
+        self._orig = privacy.stable_clip, privacy._clip_block_keep, privacy._clip_block_lists
         privacy.stable_clip = lambda graph, order, *, max_degree, block=None: privacy._all_edges(graph)
         # measure's one pass selects each row's top-D list here: keep every incident edge instead
         privacy._clip_block_keep = lambda adj, sim, D, **kw: np.array(adj, dtype=bool, copy=True)
+        privacy._clip_block_lists = lambda adj, neg, D, **kw: np.nonzero(adj)
 
     def __exit__(self, *exc):
-        privacy.stable_clip, privacy._clip_block_keep = self._orig
+        privacy.stable_clip, privacy._clip_block_keep, privacy._clip_block_lists = self._orig
 
 
 def validate_audit(acfg: AuditConfig) -> None:
@@ -1107,6 +1108,13 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     upper bounds, and eps_lb = max(log((1 - delta - FPR)/FNR), log((1 - delta - FNR)/FPR))
     (Kairouz, Oh & Viswanath, arXiv 1311.0776; Jagielski, Ullman & Oprea, arXiv 2006.07709).
     A correct mechanism must give eps_lb <= claimed epsilon, up to the alpha error.
+
+    Second, sharper test (issue 17): the release is accounted as mu-GDP, so the same statistic is
+    also thresholded at the midpoint of its two exact means, fixed before any trial, over all the
+    runs; Clopper-Pearson bounds on its errors give a lower bound on mu
+    (``evaluate.empirical_gdp_mu_lower_bound``), compared with the release's claimed mu. The run
+    passes only if neither lower bound exceeds its claim. Power: ``detectable_understatement`` and
+    ``gdp_detectable_understatement``.
     """
     validate_audit(acfg)
     n = acfg.n_nodes
@@ -1165,13 +1173,22 @@ def run_audit(acfg: AuditConfig, *, verbose: bool = True) -> dict:
     m = acfg.trials - h
     fp, fn = int((s0[h:] > tau).sum()), int((s1[h:] <= tau).sum())
     eps_lb = evaluate.empirical_epsilon_lower_bound(fp, fn, m, m, delta=acfg.delta, alpha=acfg.alpha)
+    # The mu-GDP test: the threshold is fixed before any trial (the midpoint of the statistic's two
+    # exact means, 0 and dist^2), so every trial is held out. Scaling every sigma by one factor scales
+    # the statistic and this midpoint alike, so the test is the same whatever sigma the auditor assumes.
+    dist2 = sum(float(np.sum(diff[k] ** 2)) / sig[k] ** 2 for k in names)
+    tau_g = dist2 / 2
+    gfp, gfn = int((s0 > tau_g).sum()), int((s1 <= tau_g).sum())
+    mu_lb = evaluate.empirical_gdp_mu_lower_bound(gfp, gfn, acfg.trials, acfg.trials, alpha=acfg.alpha)
     return {"claimed_epsilon": acfg.epsilon, "delta": acfg.delta, "broken": acfg.broken, "trials": acfg.trials,
             "threshold": tau, "fp": fp, "fn": fn, "n_eval": m, "epsilon_lower_bound": eps_lb,
-            "canary_distance_in_sigmas": float(math.sqrt(sum(float(np.sum(diff[k] ** 2)) / sig[k] ** 2
-                                                             for k in names))),
-            "passes": eps_lb <= acfg.epsilon,
+            "canary_distance_in_sigmas": float(math.sqrt(dist2)),
+            "claimed_mu": claimed.mu, "gdp_fp": gfp, "gdp_fn": gfn, "mu_lower_bound": mu_lb,
+            "passes": eps_lb <= acfg.epsilon and mu_lb <= claimed.mu,
             "detectable_understatement": detectable_understatement(
-                separation=claimed_sep, epsilon=acfg.epsilon, delta=acfg.delta, trials=acfg.trials, alpha=acfg.alpha)}
+                separation=claimed_sep, epsilon=acfg.epsilon, delta=acfg.delta, trials=acfg.trials, alpha=acfg.alpha),
+            "gdp_detectable_understatement": gdp_detectable_understatement(
+                separation=claimed_sep, mu=claimed.mu, trials=acfg.trials, alpha=acfg.alpha)}
 
 
 def audit_levels(h: int) -> np.ndarray:
@@ -1226,22 +1243,55 @@ def detectable_understatement(*, separation: float, epsilon: float, delta: float
     return hi
 
 
+def gdp_detectable_understatement(*, separation: float, mu: float, trials: int, alpha: float = 0.05) -> float:
+    """Power of the audit's mu-GDP test: the smallest factor k by which every sigma may be understated
+    that the test flags at its trial count. With sigmas k times too small the likelihood-ratio statistic
+    is N(0, 1) without the canary and N(k * separation, 1) with it (in units of its own sd); the fixed
+    midpoint threshold then errs with rate Phi(-k * separation / 2) each way, over all ``trials`` runs per
+    side. Flagged when the lower bound at those expected counts exceeds ``mu``. A median, as for
+    ``detectable_understatement``. If the canary attains the claim (separation = mu), any factor above 1
+    is detectable with enough trials; if separation < mu, a factor below mu / separation is no violation
+    on this canary at all, so no trial count detects it."""
+    from scipy.stats import norm
+
+    def caught(k: float) -> bool:
+        e = int(round(trials * norm.cdf(-k * separation / 2)))
+        return evaluate.empirical_gdp_mu_lower_bound(e, e, trials, trials, alpha=alpha) > mu
+
+    lo, hi = 1.0, 64.0
+    if not caught(hi):
+        return math.inf
+    if caught(lo):
+        return 1.0
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if caught(mid) else (mid, hi)
+        if hi / lo < 1.0005:
+            break
+    return hi
+
+
 def audit_main(argv: list[str]) -> int:
     acfg = _parse_dataclass(AuditConfig, argv, "dmpmh.py audit")
     validate_audit(acfg)
     print(f"audit: claimed epsilon={acfg.epsilon:g}, delta={acfg.delta:g}, D={acfg.max_degree}, "
           f"N={acfg.n_nodes}, trials={acfg.trials} per side, mechanism={acfg.broken}", flush=True)
     r = run_audit(acfg)
-    verdict = ("OK: the empirical lower bound does not exceed the claim" if r["passes"]
-               else "VIOLATION: the empirical lower bound exceeds the claimed epsilon")
+    verdict = ("OK: neither empirical lower bound exceeds the claim" if r["passes"]
+               else "VIOLATION: an empirical lower bound exceeds the claim (epsilon or mu)")
     print(f"  canary separation: {r['canary_distance_in_sigmas']:.3f} sigma-units; threshold {r['threshold']:.3f}")
     print(f"  held-out: FP {r['fp']}/{r['n_eval']}, FN {r['fn']}/{r['n_eval']}")
     print(f"  empirical epsilon lower bound (95%, Clopper-Pearson): {r['epsilon_lower_bound']:.3f}  "
-          f"vs claimed {acfg.epsilon:g}\n  {verdict}")
+          f"vs claimed {acfg.epsilon:g}")
+    print(f"  mu-GDP test (threshold fixed in advance, all {acfg.trials} runs a side): FP {r['gdp_fp']}, "
+          f"FN {r['gdp_fn']}; empirical mu lower bound (95%): {r['mu_lower_bound']:.4f}  "
+          f"vs claimed mu {r['claimed_mu']:.4f}")
+    print(f"  {verdict}")
     print(f"  power: at {acfg.trials} trials per side this audit detects a sigma understated by "
-          f"{r['detectable_understatement']:.2f}x or more in a typical run (at the expected error counts; "
-          "near that factor about half the runs flag it); a smaller understatement passes unnoticed. "
-          "More --trials lower this threshold.")
+          f"{r['gdp_detectable_understatement']:.3f}x or more with the mu-GDP test "
+          f"({r['detectable_understatement']:.2f}x with the epsilon test) in a typical run (at the expected "
+          "error counts; near that factor about half the runs flag it); a smaller understatement passes "
+          "unnoticed. More --trials lower these thresholds.")
     return 0 if r["passes"] or acfg.broken != "none" else 1
 
 

@@ -84,3 +84,54 @@ def test_audit_covers_the_discrete_sampler():
     bad = dmpmh.run_audit(dmpmh.AuditConfig(trials=600, n_nodes=30, noise="discrete", broken="understate",
                                             understate=6.0, seed=2), verbose=False)
     assert bad["epsilon_lower_bound"] > bad["claimed_epsilon"], bad
+
+
+def test_gdp_mu_lower_bound_matches_the_trade_off_curve_and_covers():
+    """evaluate.empirical_gdp_mu_lower_bound against the closed form of G_mu (Dong, Roth & Su, eq. 2.3).
+
+    With error counts at their exact expectations for N(0,1) vs N(mu,1) and the midpoint threshold, the
+    bound approaches mu from below as n grows; a test with worse errors gives a smaller bound; and over
+    many simulated experiments at the true mu it exceeds mu in at most about alpha of them."""
+    from scipy.stats import norm
+    mu = 0.3
+    lbs = []
+    for n in (10**3, 10**5, 10**7):
+        e = int(round(n * norm.cdf(-mu / 2)))
+        lbs.append(evaluate.empirical_gdp_mu_lower_bound(e, e, n, n))
+    assert lbs[0] < lbs[1] < lbs[2] < mu and mu - lbs[2] < 0.005, lbs
+    # an unbalanced threshold: FPR = Phi(-t), FNR = Phi(t - mu); every threshold gives mu exactly in the limit
+    n = 10**8
+    t = 1.0
+    fp, fn = int(round(n * norm.sf(t))), int(round(n * norm.cdf(t - mu)))
+    assert abs(evaluate.empirical_gdp_mu_lower_bound(fp, fn, n, n) - mu) < 0.01
+    assert evaluate.empirical_gdp_mu_lower_bound(n // 2, n // 2, n, n) == 0.0  # a coin flip proves nothing
+    assert evaluate.empirical_gdp_mu_lower_bound(0, 0, 100, 100) > evaluate.empirical_gdp_mu_lower_bound(5, 5, 100, 100)
+    rng = np.random.default_rng(0)
+    m, p = 2000, norm.cdf(-mu / 2)
+    hits = sum(evaluate.empirical_gdp_mu_lower_bound(int(a), int(b), m, m, alpha=0.05) > mu
+               for a, b in rng.binomial(m, p, size=(400, 2)))
+    assert hits <= 0.05 * 400 * 1.5, hits  # Bonferroni over two one-sided bounds: at most alpha, usually less
+    with pytest.raises(ValueError):
+        evaluate.empirical_gdp_mu_lower_bound(1, 1, 10, 10, alpha=0.0)
+
+
+def test_gdp_audit_passes_the_real_mechanism_and_catches_a_small_understatement(capsys):
+    """The mu-GDP test: the real sanitizer (Gaussian and discrete sampler) stays within its claimed mu at
+    2,000 trials a side, and a sigma understated 1.8x, which the epsilon test misses at this trial count
+    (its threshold is about 2.9x), is caught; the printed power falls with the trial count."""
+    kw = dict(separation=privacy.gdp_mu(epsilon=1.0, delta=1e-5), mu=privacy.gdp_mu(epsilon=1.0, delta=1e-5))
+    ks = [dmpmh.gdp_detectable_understatement(trials=t, **kw) for t in (2000, 20000, 200000)]
+    assert ks[0] > ks[1] > ks[2] > 1.0 and ks[1] < 1.25, ks
+    assert dmpmh.gdp_detectable_understatement(separation=0.5 * kw["mu"], mu=kw["mu"], trials=10**6) > 2.0
+    for noise in ("gaussian", "discrete"):
+        ok = dmpmh.run_audit(dmpmh.AuditConfig(trials=2000, noise=noise, seed=1), verbose=False)
+        assert ok["passes"] and ok["mu_lower_bound"] <= ok["claimed_mu"], ok
+        assert 0.95 * ok["claimed_mu"] <= ok["canary_distance_in_sigmas"] <= ok["claimed_mu"] + 1e-9, ok
+        bad = dmpmh.run_audit(dmpmh.AuditConfig(trials=2000, noise=noise, broken="understate", understate=1.8,
+                                                seed=2), verbose=False)
+        assert bad["mu_lower_bound"] > bad["claimed_mu"] and not bad["passes"], bad
+        assert bad["epsilon_lower_bound"] <= bad["claimed_epsilon"], bad  # the epsilon test alone misses it
+        assert bad["gdp_detectable_understatement"] < 1.8 < bad["detectable_understatement"], bad
+    assert dmpmh.main(["audit", "--trials", "200", "--n-nodes", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "empirical mu lower bound" in out and "with the mu-GDP test" in out
