@@ -297,13 +297,24 @@ class _ExactOrder:
     then a function of the graph and z alone: the same for every block size, BLAS kernel and
     thread count. Where no key is that close, the result is the computed order's, bit for bit."""
 
-    def __init__(self, z64: np.ndarray):
+    def __init__(self, z64: np.ndarray, key_dtype=np.float64):
         r = max(1, z64.shape[1])
-        u = 2.0 ** -53
-        gamma = r * u / (1 - r * u)
         norms = np.sqrt((z64 * z64).sum(1))
+        nmax = norms.max() if len(norms) else 0.0
+        if np.dtype(key_dtype) == np.float64:
+            u = 2.0 ** -53
+            gamma = r * u / (1 - r * u)
+            self.tol = 2 * gamma * norms * nmax + 1e-300
+        else:  # float32 keys from z rounded to float32 (``key_dtype_for`` guarantees no over/underflow)
+            # rounding z: |z32 - z| <= u |z| elementwise, so the inputs add (2u + u^2) |z_u|^T |z_v|; the
+            # float32 products and sums add gamma_r (1 + u)^2 |z_u|^T |z_v|; both are below
+            # gamma_{r+2} |z_u|^T |z_v| <= gamma_{r+2} ||z_u|| ||z_v|| (Higham, eq. (3.5) and Lemma 3.1);
+            # the factor 2 is slack for the norms' own rounding, the last term for any subnormal sum
+            u = 2.0 ** -24
+            gamma = (r + 2) * u / (1 - (r + 2) * u)
+            self.tol = 2 * gamma * norms * nmax + r * 2.0 ** -149 + 1e-300
+        self.key_dtype = np.dtype(key_dtype)
         self.z = z64
-        self.tol = 2 * gamma * norms * (norms.max() if len(norms) else 0.0) + 1e-300
         self.zero = norms == 0  # a zero row: every key exactly 0 (BLAS computes 0 * x + ... exactly)
         self._emin = None       # exact integer images, built on first need (ties are rare in continuous data)
         self._ints: dict[int, list] = {}
@@ -334,7 +345,20 @@ class _ExactOrder:
         return cand[np.array(ranked[:need], dtype=np.int64)]
 
 
+def key_dtype_for(z64: np.ndarray):
+    """float32 for the clip keys when that is safe, else float64. Safe: r < 2^20 and every nonzero |z|
+    in [2^-50, 2^50], so no float32 product or sum of r products overflows or leaves the normal range
+    (products >= 2^-100 > 2^-126) and ``_ExactOrder``'s float32 rounding bound holds. The choice reads
+    public z only, and the clip is the exact order either way: float32 only widens the band of keys
+    that are resolved in exact arithmetic, and halves the cost of the pass's largest product."""
+    a = np.abs(z64[z64 != 0])
+    if z64.shape[1] < (1 << 20) and (a.size == 0 or (a.min() >= 2.0 ** -50 and a.max() <= 2.0 ** 50)):
+        return np.float32
+    return np.float64
+
+
 _PENALTY = np.array([np.inf, 0.0])  # indexed by an adjacency entry: non-edge -> +inf, edge -> 0
+_PENALTIES = {np.dtype(np.float64): _PENALTY, np.dtype(np.float32): _PENALTY.astype(np.float32)}
 
 
 def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrder | None = None,
@@ -384,6 +408,51 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
         tied[multi] &= np.cumsum(tied[multi], axis=1, dtype=np.int64) <= need[multi, None]
     keep[big] = above | tied
     return keep
+
+
+def _clip_block_lists(adj: np.ndarray, neg: np.ndarray, D: int, exact: _ExactOrder | None = None,
+                      rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The same top-D lists as ``_clip_block_keep``, as (row, column) index arrays (rows local to the
+    block), from the NEGATED keys ``neg`` (overwritten). Fast path: one argpartition per row gives the
+    D + 1 smallest negated keys; where the (D+1)-th is farther than the tie band from the D-th (strictly
+    greater without ``exact``, beyond 2 tol with it), no key outside the first D can enter the list,
+    and the first D are exactly the D listed edges (every key within the band is then among them, so
+    ``_clip_block_keep`` would list the same set). Every other row (ties or keys within rounding of the
+    D-th, degree <= D handled apart) goes to ``_clip_block_keep`` unchanged. No N-wide mask is built
+    for the fast rows, which is what makes this faster."""
+    deg = adj.sum(1)
+    big = deg > D
+    r_small, c_small = np.nonzero(adj[~big]) if (~big).any() else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    r_small = np.flatnonzero(~big)[r_small]
+    bigi = np.flatnonzero(big)
+    if len(bigi) == 0:
+        return r_small, c_small
+    if len(bigi) == len(adj):  # every row over D (dense graphs): work in place
+        sb = neg
+        sb += _PENALTIES[neg.dtype][adj.view(np.uint8)]
+    else:
+        sb = neg[bigi]
+        sb += _PENALTIES[neg.dtype][adj[bigi].view(np.uint8)]
+    idx = np.argpartition(sb, D, axis=1)[:, :D + 1]
+    vals = np.take_along_axis(sb, idx, axis=1)
+    o = np.argsort(vals, axis=1, kind="stable")
+    vals = np.take_along_axis(vals, o, axis=1).astype(np.float64)
+    idx = np.take_along_axis(idx, o, axis=1)
+    kth, nxt = vals[:, D - 1], vals[:, D]
+    if exact is None:
+        fast = nxt > kth
+    else:
+        fast = nxt > kth + 2 * exact.tol[rows[bigi]]
+    rf = np.repeat(bigi[fast], D)
+    cf = idx[fast, :D].ravel()
+    slow = np.flatnonzero(~fast)
+    if len(slow):
+        rs_ = bigi[slow]
+        keep = _clip_block_keep(adj[rs_], -sb[slow].astype(np.float64), D, exact=exact,
+                                rows=None if rows is None else rows[rs_])
+        r2, c2 = np.nonzero(keep)
+        rf, cf = np.concatenate([rf, rs_[r2]]), np.concatenate([cf, c2])
+    return np.concatenate([r_small, rf]), np.concatenate([c_small, cf])
 
 
 @dataclass
@@ -448,7 +517,9 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     support_block = support_block or _rows_per_block(n, bytes_per_entry=24)
     next_sup = 0
     chk = _SimpleGraphCheck(n) if (graph is not None and check) else None
-    exact = _ExactOrder(z64) if D is not None else None
+    kdt = key_dtype_for(z64) if D is not None else np.float64
+    exact = _ExactOrder(z64, kdt) if D is not None else None
+    zk = z64.astype(kdt, copy=False) if D is not None else None
     m = 0.0
     acc = np.zeros((z64.shape[1], z64.shape[1])) if moments else None
     listed = []  # keys a * n + b (a < b) of every (u, v) in u's top-D list
@@ -475,45 +546,48 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
         while ks and n > 1 and next_sup < e:  # the support rows on their own grid, up to this block's end
             a, b = next_sup, min(n, next_sup + support_block)
             next_sup = b
-            neg_all = -(zs[a:b] @ zs.T)  # one product for every k; as public_support's -sim, bit for bit
+            # one product for every k; as public_support's -sim, bit for bit (negating an input of a
+            # product negates every rounded partial sum exactly)
+            neg_all = np.negative(zs[a:b]) @ zs.T
             neg_all[np.arange(b - a), np.arange(a, b)] = np.inf
             kks = sorted({min(k, n - 1) for k in ks})
+            km = kks[-1]
             for c0 in range(0, b - a, sub):
                 neg = neg_all[c0:c0 + sub]
-                # every k's threshold from one selection: the largest k's partition puts the kmax smallest
-                # first; each smaller k's threshold is then selected within those kmax columns (one kth
-                # per call: numpy selects one kth much faster than a list of them)
-                kth = np.partition(neg, kks[-1] - 1, axis=1)[:, :kks[-1]]
+                # every k's set from one selection: argpartition at index km puts the km + 1 smallest
+                # first; sorted, they give each k's threshold t = v[k-1] and whether it is tied: the
+                # k-th value is tied iff v[k] == v[k-1] (km <= n - 1, so index km exists; the diagonal's
+                # +inf never ties a finite t)
+                idx = np.argpartition(neg, km, axis=1)[:, :km + 1]
+                v = np.take_along_axis(neg, idx, axis=1)
+                o = np.argsort(v, axis=1, kind="stable")
+                v, idx = np.take_along_axis(v, o, axis=1), np.take_along_axis(idx, o, axis=1)
                 for k in ks:
                     kk = min(k, n - 1)
-                    t = (kth[:, kk - 1] if kk == kks[-1] else np.partition(kth, kk - 1, axis=1)[:, kk - 1])[:, None]
-                    # where the k-th value is not tied, the top-k set is {key <= t}: what argpartition
-                    # returns too. Where it is tied, argpartition's own pick (public_support's), so the
-                    # support is public_support's bit for bit
-                    sel = neg <= t
-                    tie = np.flatnonzero(sel.sum(1) != kk)
+                    # where the k-th value is not tied, the top-k set is unique: what argpartition
+                    # returns too. Where it is tied, argpartition's own pick at kth = k - 1
+                    # (public_support's), so the support is public_support's bit for bit
+                    tie = np.flatnonzero(v[:, kk] == v[:, kk - 1])
+                    ok = np.ones(len(neg), dtype=bool)
+                    ok[tie] = False
+                    rws = [np.repeat(np.flatnonzero(ok) + (a + c0), kk)]
+                    cols = [idx[ok, :kk].ravel()]
                     if len(tie):
-                        sel[tie] = False
-                    r, c = np.nonzero(sel)
-                    rws, cols = [r + (a + c0)], [c]
-                    if len(tie):
-                        idx = np.argpartition(neg[tie], kk - 1, axis=1)[:, :kk]
+                        tidx = np.argpartition(neg[tie], kk - 1, axis=1)[:, :kk]
                         rws.append(np.repeat(tie + (a + c0), kk))
-                        cols.append(idx.ravel())
+                        cols.append(tidx.ravel())
                     sup_rows[k].append(np.concatenate(rws))
                     sup_cols[k].append(np.concatenate(cols))
-                del neg, kth
+                del neg
             del neg_all
         if D is not None:
-            sim = z64[s:e] @ z64.T
+            nsim = np.negative(zk[s:e]) @ zk.T  # the negated keys, exactly -(z_I z^T): rounding is symmetric
             for a in range(0, e - s, sub):
                 b = min(e - s, a + sub)
-                keep = _clip_block_keep(adj[a:b], sim[a:b], D, exact=exact, rows=np.arange(s + a, s + b))
-                r, c = np.nonzero(keep)
-                del keep
+                r, c = _clip_block_lists(adj[a:b], nsim[a:b], D, exact=exact, rows=np.arange(s + a, s + b))
                 u = r + (s + a)
                 listed.append(np.minimum(u, c) * n + np.maximum(u, c))
-            del sim
+            del nsim
         _row_progress(label, e, n, e - s, t0)
     if chk is not None:
         chk.finish()

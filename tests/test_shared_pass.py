@@ -517,8 +517,8 @@ def test_measure_clips_once(monkeypatch):
     adj = graph_of("dense", 50, rng)
     z = z_of("random", 50, 4, rng)
     seen = []
-    orig = P._clip_block_keep
-    monkeypatch.setattr(P, "_clip_block_keep", lambda a, s, D, **kw: seen.append(len(a)) or orig(a, s, D, **kw))
+    orig = P._clip_block_lists
+    monkeypatch.setattr(P, "_clip_block_lists", lambda a, s, D, **kw: seen.append(len(a)) or orig(a, s, D, **kw))
     monkeypatch.setattr(P, "stable_clip", lambda *a, **k: pytest.fail("measure called stable_clip again"))
     P.measure(DenseGraph(adj), z, epsilon=1.0, delta=1e-6, max_degree=3, shares=SHARES[0],
               source=P.NoiseSource(insecure_seed=0, quiet=True))
@@ -550,6 +550,58 @@ def test_vectorised_top_d_matches_per_row_sort_with_ties(seed):
         got = P._clip_block_keep(adj, sim.copy(), D)
         assert np.array_equal(got, slow_lists(adj, sim, D)), D
         assert (got.sum(1) <= D).all() and not (got & ~adj).any()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_list_selection_matches_per_row_sort_with_ties(seed):
+    """_clip_block_lists (argpartition fast path + fallback) lists exactly the per-row reference's
+    edges, on heavy exact ties, sparse rows (degree <= D) and every D, in float64 and float32 keys."""
+    rng = np.random.default_rng(seed)
+    n = 57
+    adj = sym(rng.random((n, n)) < 0.6)
+    adj[0] = False
+    adj[:, 0] = False
+    adj[1, 2:] = adj[2:, 1] = False  # a row of degree <= D for small D
+    adj[1, 5] = adj[5, 1] = True
+    sim = rng.integers(-3, 4, size=(n, n)).astype(np.float64)  # heavy exact ties
+    sim[n // 2:] += rng.normal(size=(n - n // 2, n)) * 1e-3      # and rows without ties (fast path)
+    for D in (1, 2, 5, 30, 60):
+        want = slow_lists(adj, sim, D)
+        for dt in (np.float64, np.float32):
+            neg = -(sim.astype(dt))
+            r, c = P._clip_block_lists(adj, neg, D)
+            got = np.zeros_like(adj)
+            got[r, c] = True
+            assert len(r) == got.sum()  # no edge listed twice
+            # float32 keys may merge keys that differ by < 1e-3 * 2^-24: the reference sorts the same keys
+            ref = want if dt == np.float64 else slow_lists(adj, sim.astype(dt).astype(np.float64), D)
+            assert np.array_equal(got, ref), (D, dt)
+
+
+def near_tie_z(n: int, r: int, rng) -> np.ndarray:
+    """Public rows whose inner products with row 0 differ only beyond float32 precision: row 0 is a
+    random unit vector x, rows 1.. are x plus perturbations of relative size 1e-11 (distinct exact
+    keys, equal float32 keys), so the float32 pass must resolve them in exact arithmetic."""
+    x = rng.normal(size=r)
+    x /= np.linalg.norm(x)
+    z = np.tile(x, (n, 1)) + rng.normal(size=(n, r)) * 1e-11
+    z[0] = x
+    return z
+
+
+def test_float32_keys_resolve_near_ties_exactly_and_tiny_z_falls_back_to_float64():
+    rng = np.random.default_rng(72)
+    n, r = 120, 16
+    adj = sym(rng.random((n, n)) < 0.7)
+    z = near_tie_z(n, r, rng)
+    assert P.key_dtype_for(z) == np.float32
+    want = exact_lists(adj, z, 5)
+    for block in (1, 17, None):
+        assert np.array_equal(P.stable_clip(DenseGraph(adj), z, max_degree=5, block=block), want), block
+    tiny = z * 2.0 ** -60  # products would underflow float32: the pass must use float64 keys
+    assert P.key_dtype_for(tiny) == np.float64 and P.key_dtype_for(z * 2.0 ** 60) == np.float64
+    assert np.array_equal(P.stable_clip(DenseGraph(adj), tiny, max_degree=5), exact_lists(adj, tiny, 5))
+    assert P.key_dtype_for(np.zeros((3, 4))) == np.float32
 
 
 @pytest.mark.parametrize("zmode", ZMODES)
