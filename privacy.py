@@ -54,6 +54,7 @@ PLD accountant (``pld_dpsgd_epsilon``) beside it (end of file).
 """
 from __future__ import annotations
 
+import collections
 import math
 import numbers
 import os
@@ -61,8 +62,10 @@ import random
 import re
 import secrets
 import sys
+import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -224,6 +227,19 @@ def _rows_per_block(n: int, *, bytes_per_entry: int = 8, budget: int = 256 << 20
     return int(max(16, min(4096, budget // max(1, n * bytes_per_entry))))
 
 
+def _pass_threads(n: int) -> int:
+    """Worker threads of ``row_block_pass``: 1 below 8,000 rows (the pass takes seconds), else the
+    CPUs this process may use, at most 4 (each worker holds its own O(block * N) working arrays, about
+    0.5 GiB). A public function of N and the machine; the pass's output does not depend on it."""
+    if n < 8000:
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(4, cpus))
+
+
 PROGRESS_MIN_ROWS = 50_000  # below this the O(N^2) passes take seconds and stay quiet
 
 
@@ -271,10 +287,15 @@ class _SimpleGraphCheck:
                              "assume a simple graph, so the diagonal must be 0")
         return rows
 
-    def products(self, a64: np.ndarray, s: int) -> None:
-        """Accumulate A r and A^T r from the float64 copy of rows s..s+len(a64)."""
-        self.ar[s:s + len(a64)] = a64 @ self.r
-        self.atr += a64.T @ self.r[s:s + len(a64)]
+    def block_products(self, a64: np.ndarray, s: int) -> tuple[np.ndarray, np.ndarray]:
+        """(A_I r, A_I^T r_I) of the rows s..s+len(a64); reads only ``r`` (safe from several threads)."""
+        return a64 @ self.r, a64.T @ self.r[s:s + len(a64)]
+
+    def add(self, part: tuple[np.ndarray, np.ndarray], s: int) -> None:
+        """Accumulate a block's products (exact: integer partial sums, so any block order)."""
+        ar, atr = part
+        self.ar[s:s + len(ar)] = ar
+        self.atr += atr
 
     def finish(self) -> None:
         if self.n >= 1 << 33:
@@ -470,7 +491,7 @@ class RowBlockPass:
 def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, support_ks=(),
                    support_z: np.ndarray | None = None, moments: bool = False, check: bool = True,
                    block: int | None = None, support_block: int | None = None,
-                   label: str = "row-block pass") -> RowBlockPass:
+                   label: str = "row-block pass", threads: int | None = None) -> RowBlockPass:
     """ONE pass over row blocks of the private adjacency and of the public similarities.
 
     Each block of rows I is read once (``graph.rows``) and its public similarities z_I z^T
@@ -493,6 +514,9 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     Time O(N^2 (r + L)) for the products (L: the label width of an implicit label graph) plus
     O(N^2) for the selections, vectorised over sub-blocks of rows; the only Python loop over
     rows is the exact resolution of a row whose D-th key is within rounding of another.
+    Threads: row blocks run on ``threads`` workers (default ``_pass_threads(N)``); each returns
+    its parts and they are combined in block order, so the output is the same bits for every thread
+    count (tested). Each worker holds its own working arrays.
     """
     n = len(z) if graph is None else graph.n
     D = None if max_degree is None else int(max_degree)
@@ -515,7 +539,6 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     # the supports' rows go on public_support's own default grid, so that their products are the
     # same gemm calls as public_support's (same bits); they need no graph rows, so any grid will do
     support_block = support_block or _rows_per_block(n, bytes_per_entry=24)
-    next_sup = 0
     chk = _SimpleGraphCheck(n) if (graph is not None and check) else None
     kdt = key_dtype_for(z64) if D is not None else np.float64
     exact = _ExactOrder(z64, kdt) if D is not None else None
@@ -525,9 +548,20 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     listed = []  # keys a * n + b (a < b) of every (u, v) in u's top-D list
     sup_rows = {k: [] for k in ks}
     sup_cols = {k: [] for k in ks}
-    t0 = time.perf_counter()
-    for s in range(0, n, block):
-        e = min(n, s + block)
+    kks = sorted({min(k, n - 1) for k in ks})
+    local = threading.local()  # each worker's working arrays, reused by every block it takes
+
+    def buffer(name: str, rows: int, dtype) -> np.ndarray:
+        buf = getattr(local, name, None)
+        if buf is None:  # allocated once per worker: no fresh page-faulted array per block
+            buf = np.empty((rows, n), dtype=dtype)
+            setattr(local, name, buf)
+        return buf
+
+    def one_block(s: int, e: int) -> dict:
+        """Everything the pass takes from rows s..e (and from the support blocks that start there).
+        Returns parts that the caller combines in block order; shares no mutable state."""
+        out = {"listed": [], "sup": {k: [] for k in ks}}
         adj = None
         if need_graph:
             adj = graph.rows(s, e)
@@ -536,21 +570,21 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
             else:
                 adj = np.asarray(adj, dtype=bool)
             if chk is not None or moments:
-                a64 = adj.astype(np.float64)
+                a64 = buffer("a64", block, np.float64)[:e - s]
+                np.copyto(a64, adj)
                 if chk is not None:
-                    chk.products(a64, s)
+                    out["check"] = chk.block_products(a64, s)
                 if moments:
-                    m += float(adj.sum())
-                    acc += z64[s:e].T @ (a64 @ z64).astype(np.float64)
-                del a64
-        while ks and n > 1 and next_sup < e:  # the support rows on their own grid, up to this block's end
-            a, b = next_sup, min(n, next_sup + support_block)
-            next_sup = b
+                    out["m"] = float(adj.sum())
+                    out["acc"] = z64[s:e].T @ (a64 @ z64).astype(np.float64)
+        # the support rows on their own grid (multiples of support_block): the blocks that start here
+        for a in range(-(-s // support_block) * support_block if ks and n > 1 else e, e, support_block):
+            b = min(n, a + support_block)
             # one product for every k; as public_support's -sim, bit for bit (negating an input of a
             # product negates every rounded partial sum exactly)
-            neg_all = np.negative(zs[a:b]) @ zs.T
+            neg_all = np.matmul(np.negative(zs[a:b]), zs.T,
+                                out=buffer("sup", support_block, np.result_type(zs.dtype))[:b - a])
             neg_all[np.arange(b - a), np.arange(a, b)] = np.inf
-            kks = sorted({min(k, n - 1) for k in ks})
             km = kks[-1]
             for c0 in range(0, b - a, sub):
                 neg = neg_all[c0:c0 + sub]
@@ -576,19 +610,43 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
                         tidx = np.argpartition(neg[tie], kk - 1, axis=1)[:, :kk]
                         rws.append(np.repeat(tie + (a + c0), kk))
                         cols.append(tidx.ravel())
-                    sup_rows[k].append(np.concatenate(rws))
-                    sup_cols[k].append(np.concatenate(cols))
-                del neg
-            del neg_all
+                    out["sup"][k].append((np.concatenate(rws), np.concatenate(cols)))
         if D is not None:
-            nsim = np.negative(zk[s:e]) @ zk.T  # the negated keys, exactly -(z_I z^T): rounding is symmetric
+            # the negated keys, exactly -(z_I z^T): rounding is symmetric
+            nsim = np.matmul(np.negative(zk[s:e]), zk.T, out=buffer("keys", block, zk.dtype)[:e - s])
             for a in range(0, e - s, sub):
                 b = min(e - s, a + sub)
                 r, c = _clip_block_lists(adj[a:b], nsim[a:b], D, exact=exact, rows=np.arange(s + a, s + b))
                 u = r + (s + a)
-                listed.append(np.minimum(u, c) * n + np.maximum(u, c))
-            del nsim
-        _row_progress(label, e, n, e - s, t0)
+                out["listed"].append(np.minimum(u, c) * n + np.maximum(u, c))
+        return out
+
+    # Blocks run on ``threads`` workers (numpy and BLAS release the GIL); their parts are combined here
+    # in block order, so every sum is the sequential pass's, in the same order: the same bits for any
+    # thread count. At most threads + 1 blocks are in flight (memory O(threads * block * N)).
+    starts = list(range(0, n, block))
+    workers = max(1, min(int(threads or _pass_threads(n)), len(starts)))
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending = collections.deque()
+        nxt = 0
+        for s in starts:
+            while nxt < len(starts) and len(pending) <= workers:
+                pending.append(pool.submit(one_block, starts[nxt], min(n, starts[nxt] + block)))
+                nxt += 1
+            part = pending.popleft().result()
+            e = min(n, s + block)
+            if "check" in part:
+                chk.add(part["check"], s)
+            if moments:
+                m += part["m"]
+                acc += part["acc"]
+            listed.extend(part["listed"])
+            for k in ks:
+                for rws, cols in part["sup"][k]:
+                    sup_rows[k].append(rws)
+                    sup_cols[k].append(cols)
+            _row_progress(label, e, n, e - s, t0)
     if chk is not None:
         chk.finish()
     clipped = None

@@ -678,6 +678,29 @@ print(" ".join(out))
 """
 
 
+@pytest.mark.parametrize("zmode", ZMODES)
+def test_pass_worker_threads_give_the_same_bits(zmode):
+    """row_block_pass on 1 and 3 worker threads (small blocks, so blocks finish out of order): the same
+    clip, supports, edge count and bilinear moments, bit for bit (parts are combined in block order)."""
+    rng = np.random.default_rng(81)
+    n = 230
+    adj = graph_of("dense", n, rng)
+    z = z_of(zmode, n, 8, rng)
+    zs = z.astype(np.float32)
+    kw = dict(max_degree=5, support_ks=(3, 20), support_z=zs, moments=True, block=16, support_block=11)
+    one = P.row_block_pass(DenseGraph(adj), z, threads=1, **kw)
+    many = P.row_block_pass(DenseGraph(adj), z, threads=3, **kw)
+    assert np.array_equal(one.clipped, many.clipped)
+    assert one.edges == many.edges and one.bilinear.tobytes() == many.bilinear.tobytes()
+    for k in (3, 20):
+        assert np.array_equal(one.supports[k], many.supports[k])
+    assert np.array_equal(one.clipped, P.stable_clip(DenseGraph(adj), z, max_degree=5))
+    with pytest.raises(ValueError, match="not symmetric"):  # the check still sees every block
+        bad = adj.copy()
+        bad[200, 3] = not bad[3, 200]
+        P.row_block_pass(DenseGraph(bad), z, threads=3, **kw)
+
+
 def test_clip_identical_across_block_sizes_and_thread_counts():
     """The clip at 1 and 2 BLAS threads and four block sizes, on rows whose exact ties float64
     BLAS breaks by rounding: one answer."""
