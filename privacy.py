@@ -532,6 +532,7 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     zs = np.asarray(z if support_z is None else support_z)
     if len(zs) != n or len(z64) != n:
         raise ValueError(f"public projection has {len(z64)} rows (support: {len(zs)}), the graph {n} nodes")
+    block_given = block
     block = block or _rows_per_block(n)
     # rows per selection sub-block: small temporaries (~8 MiB each) that the allocator reuses; one
     # (block x N) temporary per step would cost a fresh page-faulted allocation every time
@@ -543,6 +544,14 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
     kdt = key_dtype_for(z64) if D is not None else np.float64
     exact = _ExactOrder(z64, kdt) if D is not None else None
     zk = z64.astype(kdt, copy=False) if D is not None else None
+    # Shared keys: where the clip keys would be the support keys bit for bit (float32 z, no separate
+    # support_z), the clip reads them from the support products instead of a second N^2 r product. Any
+    # computed keys will do for the clip (its order is exact within the rounding band, whatever the
+    # summation order), so only the grids must line up: graph blocks made of whole support blocks.
+    share = (D is not None and bool(ks) and n > 1 and zk.dtype == zs.dtype and np.array_equal(zk, zs))
+    if share and block_given is None:
+        block = max(support_block, block // support_block * support_block)
+    share = share and block % support_block == 0
     m = 0.0
     acc = np.zeros((z64.shape[1], z64.shape[1])) if moments else None
     listed = []  # keys a * n + b (a < b) of every (u, v) in u's top-D list
@@ -611,7 +620,12 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
                         rws.append(np.repeat(tie + (a + c0), kk))
                         cols.append(tidx.ravel())
                     out["sup"][k].append((np.concatenate(rws), np.concatenate(cols)))
-        if D is not None:
+                if share:  # the same rows' clip lists from the same keys (penalised in place, after use)
+                    r, c = _clip_block_lists(adj[a - s + c0:a - s + c0 + len(neg)], neg, D, exact=exact,
+                                             rows=np.arange(a + c0, a + c0 + len(neg)))
+                    u = r + (a + c0)
+                    out["listed"].append(np.minimum(u, c) * n + np.maximum(u, c))
+        if D is not None and not share:
             # the negated keys, exactly -(z_I z^T): rounding is symmetric
             nsim = np.matmul(np.negative(zk[s:e]), zk.T, out=buffer("keys", block, zk.dtype)[:e - s])
             for a in range(0, e - s, sub):

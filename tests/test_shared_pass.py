@@ -701,6 +701,37 @@ def test_pass_worker_threads_give_the_same_bits(zmode):
         P.row_block_pass(DenseGraph(bad), z, threads=3, **kw)
 
 
+@pytest.mark.parametrize("zmode", ZMODES)
+def test_clip_from_the_support_keys_is_the_same_clip(zmode):
+    """With float32 z and graph blocks made of whole support blocks, the clip reads its keys from the
+    support products (no second product); clip, supports and moments are those of the unshared pass."""
+    rng = np.random.default_rng(82)
+    n = 230
+    adj = graph_of("dense", n, rng)
+    z = z_of(zmode, n, 8, rng).astype(np.float32)
+    shared = P.row_block_pass(DenseGraph(adj), z, max_degree=5, support_ks=(3, 20), moments=True,
+                              block=22, support_block=11, threads=2)
+    apart = P.row_block_pass(DenseGraph(adj), z, max_degree=5, support_ks=(3, 20), moments=True,
+                             block=22, support_block=7, threads=1)  # 22 % 7 != 0: separate keys
+    assert np.array_equal(shared.clipped, apart.clipped)
+    assert np.array_equal(shared.clipped, P.stable_clip(DenseGraph(adj), z, max_degree=5))
+    assert shared.bilinear.tobytes() == apart.bilinear.tobytes()
+    for k in (3, 20):
+        assert np.array_equal(shared.supports[k], P.public_support(z, k=k))
+    rows_per_call = []
+    orig = P._clip_block_lists
+    P._clip_block_lists = lambda a, s, D, **kw: rows_per_call.append(len(a)) or orig(a, s, D, **kw)
+    try:
+        # default block: rounded to whole support blocks, so the clip runs on each support block's rows
+        P.row_block_pass(DenseGraph(adj), z, max_degree=5, support_ks=(3,), support_block=11)
+        assert max(rows_per_call) <= 11 and sum(rows_per_call) == n, rows_per_call
+        rows_per_call.clear()  # no supports asked: the clip computes its own keys, one block of all rows
+        P.row_block_pass(DenseGraph(adj), z, max_degree=5)
+        assert rows_per_call == [n], rows_per_call
+    finally:
+        P._clip_block_lists = orig
+
+
 def test_clip_identical_across_block_sizes_and_thread_counts():
     """The clip at 1 and 2 BLAS threads and four block sizes, on rows whose exact ties float64
     BLAS breaks by rounding: one answer."""
