@@ -1235,16 +1235,20 @@ def detectable_understatement(*, separation: float, epsilon: float, delta: float
     def caught(k: float) -> bool:
         return _expected_epsilon_lb(k * separation, delta=delta, n_eval=n_eval, alpha=alpha) > epsilon
 
+    return _smallest_caught_factor(caught, rel_tol=1e-3)
+
+
+def _smallest_caught_factor(caught, *, rel_tol: float) -> float:
+    """Smallest k in [1, 64] with caught(k) (monotone in k), by geometric bisection to ``rel_tol``;
+    inf if even 64 is not caught, 1 if 1 already is."""
     lo, hi = 1.0, 64.0
     if not caught(hi):
         return math.inf
     if caught(lo):
         return 1.0
-    for _ in range(30):
+    while hi / lo >= 1 + rel_tol:
         mid = math.sqrt(lo * hi)
         lo, hi = (lo, mid) if caught(mid) else (mid, hi)
-        if hi / lo < 1.001:
-            break
     return hi
 
 
@@ -1263,17 +1267,7 @@ def gdp_detectable_understatement(*, separation: float, mu: float, trials: int, 
         e = int(round(trials * norm.cdf(-k * separation / 2)))
         return evaluate.empirical_gdp_mu_lower_bound(e, e, trials, trials, alpha=alpha) > mu
 
-    lo, hi = 1.0, 64.0
-    if not caught(hi):
-        return math.inf
-    if caught(lo):
-        return 1.0
-    for _ in range(40):
-        mid = math.sqrt(lo * hi)
-        lo, hi = (lo, mid) if caught(mid) else (mid, hi)
-        if hi / lo < 1.0005:
-            break
-    return hi
+    return _smallest_caught_factor(caught, rel_tol=5e-4)
 
 
 def audit_main(argv: list[str]) -> int:
