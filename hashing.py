@@ -38,6 +38,7 @@ Every term is switched off by a weight of 0.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -486,12 +487,36 @@ def clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tensor], i:
     return out
 
 
+DPSGD_OPTIMIZERS = ("sgd", "adam", "adam-eps")
+
+
+def dpsgd_optimizer(params, name: str, *, lr: float, clip_norm: float, n_logits: int,
+                    expected_batch_pairs: float) -> torch.optim.Optimizer:
+    """The optimiser of ``train_dpsgd``, its settings from public quantities only (C, 2T, B, lr).
+
+    One clipped pair term moves the gradient by at most u = C / (2T B) (the step minimises the mean over
+    B expected pairs of the 2T-logit loss). 'adam': Adam(lr), the pre-issue-16 update; it divides each
+    coordinate by its running gradient scale, so a small, noise-free clipped signal becomes full-size
+    steps of about lr. 'sgd': plain SGD with learning rate lr / u = lr 2T B / C, so one clipped pair term
+    moves the parameters by at most lr, whatever the noise. 'adam-eps': Adam(lr, eps = u); coordinates
+    whose gradient scale is below u get SGD-like steps (lr / u times the momentum), larger ones Adam's."""
+    unit = clip_norm / (n_logits * expected_batch_pairs)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr / unit)
+    if name == "adam-eps":
+        return torch.optim.Adam(params, lr=lr, eps=unit)
+    raise ValueError(f"optimizer={name!r}: choose {', '.join(DPSGD_OPTIMIZERS)}")
+
+
 def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, steps: int, mechanism,
                 lr: float, hidden: int, device: torch.device, log_every: int = 50,
                 per_edge: str = "auto", chunk_size: int = 128, alignment: float = 0.0,
                 quantization: float = 0.0, balance: float = 0.0, cnn_views: tuple[str, ...] = (),
                 public_seed: int = 0, public_clip: bool = True, public_pairs: int | None = None,
-                init_state: dict | None = None, debug_not_private_log: bool = False) -> DualStreamHasher:
+                init_state: dict | None = None, debug_not_private_log: bool = False,
+                optimizer: str = "sgd") -> DualStreamHasher:
     """Edge-level DP-SGD baseline on the pairwise (first-order) likelihood; returns the model (eval mode).
 
     The mechanism (Poisson sampling of pairs, the only access to the graph, per-edge clipping to C,
@@ -573,6 +598,10 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
         raise ValueError(f"chunk_size={chunk_size} must be >= 1")
     if public_pairs is not None and not (isinstance(public_pairs, int) and public_pairs >= 1):
         raise ValueError(f"public_pairs={public_pairs!r} must be an integer >= 1")
+    if optimizer not in DPSGD_OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r}: choose {', '.join(DPSGD_OPTIMIZERS)}")
+    if not (math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr={lr!r} must be a finite number >= 0")
     if mechanism.noise_multiplier == 0:
         print("WARNING: train_dpsgd with noise_multiplier=0 adds no noise: NOT PRIVATE.", flush=True)
     if debug_not_private_log:
@@ -587,12 +616,13 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     if init_state is not None:
         model.load_state_dict(init_state)
     model.eval()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     tensors = {v: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for v, x in features.items()}
     names = [k for k, _ in model.named_parameters()]
     sizes = [p.numel() for _, p in model.named_parameters()]
     n_logits = 2 * len(_view_pairs(list(features)))
     denom = n_logits * float(expected_batch_pairs)
+    opt = dpsgd_optimizer(model.parameters(), optimizer, lr=lr, clip_norm=clip_norm, n_logits=n_logits,
+                          expected_batch_pairs=float(expected_batch_pairs))
     public_rng = np.random.default_rng(public_seed)  # S' is public: its own stream, unrelated to S
 
     def clipped_sum(i, j, c):
