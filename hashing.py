@@ -552,10 +552,19 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
 
     Hyper-parameters (the rule; README, "DP-SGD: why it did not learn"). They read only public
     quantities, never the private graph: steps T = 300, expected batch B = 4096 pairs, clip norm
-    C = 1, Adam learning rate 1e-3, the public sample |S'| = B, all fixed constants; q = B / M
-    from the public N; the noise multiplier from (q, T, epsilon, delta) by
-    ``privacy.calibrate_noise_multiplier``. A user who tunes any of them on their private graph
-    spends privacy budget that no statement counts.
+    C = 1, ``lr`` = 1e-3, the public sample |S'| = B, all fixed constants; q = B / M from the public
+    N; the noise multiplier from (q, T, epsilon, delta) by ``privacy.calibrate_noise_multiplier``.
+    The optimiser (``optimizer``, ``dpsgd_optimizer``; issue 16, third pass): 'sgd' (default) is
+    plain SGD with learning rate lr / u, u = C / (2T B) the largest gradient one clipped pair term
+    can make (2T here is the number of logits per pair, ``n_logits``). So one pair term moves the
+    weights by at most lr, the Gaussian noise (norm sigma C / (2T B) per coordinate) moves each
+    coordinate by lr sigma per step, and the step size does not depend on the noise or on the graph.
+    'adam' is the pre-issue-16 Adam(lr): it divides each coordinate by its running gradient scale,
+    so with little noise the small clipped signal became full-size steps of about lr that undid the
+    warm start (measured: sanity mode 0.640 -> 0.597 I->T in 100 steps on the synthetic default),
+    and noise damped them (epsilon 8 above the sanity mode). 'adam-eps' is Adam(lr, eps = u).
+    A user who tunes any of them on their private graph spends privacy budget that no statement
+    counts.
 
     Warm start. ``init_state`` (a state_dict, e.g. of the public-only model, which reads no private
     data) replaces the random initialisation: post-processing of public data, no budget.
@@ -564,7 +573,9 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     the triangle term couples pairs and is not used. Quantization, bit balance and cross-modal
     alignment read no label; they may join the public part, computed on the items of S'
     (weights ``quantization``, ``balance``, ``alignment``; default 0: DESIGN.md's DP-SGD baseline
-    uses only pairwise terms).
+    uses only pairwise terms). They are not clipped: under 'sgd' (learning rate lr / u) their
+    gradient takes steps far larger than the clipped pair terms' (measured unstable at the holistic
+    weights 0.5 / 0.1 / 0.1; README).
 
     Dropout. The model stays in eval mode throughout (no dropout), so per-example gradients are
     deterministic. The network is otherwise the same DualStreamHasher as ``train_hashing``'s.
