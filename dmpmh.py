@@ -35,6 +35,7 @@ import evaluate
 import privacy
 
 METHODS = ("dmpmh", "nonprivate", "naive", "dpsgd", "edgerr", "public")
+DPSGD_OPTIMIZERS = ("sgd", "adam", "adam-eps")  # hashing.DPSGD_OPTIMIZERS (hashing imports torch: not here)
 
 
 @dataclass
@@ -98,7 +99,10 @@ class Config:
     dpsgd_steps: int = 300            # DP-SGD steps (>= 1); the privacy cost grows with them
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
     dpsgd_clip: float = 1.0           # per-edge clipping norm C (> 0)
-    dpsgd_lr: float = 1e-3            # DP-SGD (Adam) learning rate
+    dpsgd_lr: float = 1e-3            # DP-SGD learning rate (Adam's; for sgd, the step one clipped pair term makes)
+    dpsgd_optimizer: str = "sgd"      # sgd (plain SGD, learning rate --dpsgd-lr x 2T B / C: one clipped pair
+                                      # term moves the weights by at most --dpsgd-lr, whatever the noise; issue 16)
+                                      # | adam (Adam, the pre-issue-16 update) | adam-eps (Adam with eps = C / (2T B))
     dpsgd_public_clip: bool = True    # clip each public pair's label-free gradient to C too (issue 16); false: the
                                       # pre-issue-16 update, whose unclipped public part swamps the private signal
     dpsgd_public_pairs: int | None = None  # pairs in the public (label-free) sample per step; default (None): the
@@ -187,6 +191,8 @@ def validate_config(cfg: Config) -> None:
             hint=" (omit the option for the default: --dpsgd-batch-pairs)")
     if cfg.dpsgd_accountant not in ("best", "rdp", "pld"):
         raise ValueError(f"--dpsgd-accountant {cfg.dpsgd_accountant!r}: choose best, rdp or pld")
+    if cfg.dpsgd_optimizer not in DPSGD_OPTIMIZERS:
+        raise ValueError(f"--dpsgd-optimizer {cfg.dpsgd_optimizer!r}: choose {', '.join(DPSGD_OPTIMIZERS)}")
     num("batch_size", cfg.batch_size, kind=int, low=2)
     num("nmd_iters", cfg.nmd_iters, kind=int, low=0)
     for k in ("share_degrees", "share_triangles", "share_edges", "share_bilinear", "nmd_prior", "noise_ridge",
@@ -802,7 +808,8 @@ def run(cfg: Config) -> dict:
                                         lr=cfg.dpsgd_lr, hidden=cfg.hidden, device=device,
                                         log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
                                         public_seed=cfg.seed, public_clip=cfg.dpsgd_public_clip,
-                                        public_pairs=cfg.dpsgd_public_pairs, init_state=init_state)
+                                        public_pairs=cfg.dpsgd_public_pairs, init_state=init_state,
+                                        optimizer=cfg.dpsgd_optimizer)
             del graph
         else:
             del graph  # hashing never sees it

@@ -124,6 +124,9 @@ CASES = [
     ("dpsgd-accountant-bad", lambda t: ["--method", "dpsgd", "--dpsgd-accountant", "moments"]),
     ("dpsgd-public-pairs-0", lambda t: ["--method", "dpsgd", "--dpsgd-public-pairs", "0"]),
     ("dpsgd-public-clip-maybe", lambda t: ["--method", "dpsgd", "--dpsgd-public-clip", "maybe"]),
+    ("dpsgd-optimizer-bad", lambda t: ["--method", "dpsgd", "--dpsgd-optimizer", "rmsprop"]),
+    ("dpsgd-optimizer-empty", lambda t: ["--method", "dpsgd", "--dpsgd-optimizer", ""]),
+    ("dpsgd-lr-negative", lambda t: ["--method", "dpsgd", "--dpsgd-lr", "-1e-3"]),
 ]
 
 OUT_CASES = [  # --out-dir itself is bad: it is given instead of the default

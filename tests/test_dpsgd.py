@@ -411,6 +411,7 @@ def test_public_clip_false_is_the_old_update_bit_for_bit(per_edge):
     x, cluster, lookup = planted(n=40, d=8)
     kw = dict(bits=8, steps=5, expected_batch_pairs=64, lr=1e-2, hidden=16, clip_norm=0.5, noise_multiplier=1.3,
               device=torch.device("cpu"), log_every=0, per_edge=per_edge)
+    kw["optimizer"] = "adam"  # the pre-issue-16 optimiser, given explicitly (the default changed in issue 16)
     torch.manual_seed(0)
     old = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(3), public_clip=False, **kw)
     assert _param_sha(old) == OLD_UPDATE_SHA[per_edge]
@@ -484,3 +485,86 @@ def test_warm_start_loads_the_given_weights():
     m = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(3), init_state=init, **kw)
     for k, v in m.state_dict().items():
         torch.testing.assert_close(v, init[k])  # lr 0: the weights are exactly the warm start's
+
+
+# ---------------------------------------------------------------------------
+# Issue 16, third pass: the optimiser and its rule
+# ---------------------------------------------------------------------------
+
+def test_optimizer_names_agree():
+    import dmpmh
+    assert dmpmh.DPSGD_OPTIMIZERS == hashing.DPSGD_OPTIMIZERS  # dmpmh validates without importing torch
+
+
+@pytest.mark.parametrize("name", hashing.DPSGD_OPTIMIZERS)
+def test_optimizer_rule_reads_only_public_quantities(monkeypatch, name):
+    """The rule's inputs are lr, C, 2T and B (public); the graph never reaches it: three different graphs
+    on the same items give the same optimiser settings, and those are the documented formula."""
+    import inspect
+    assert set(inspect.signature(hashing.dpsgd_optimizer).parameters) == {
+        "params", "name", "lr", "clip_norm", "n_logits", "expected_batch_pairs"}
+    seen = []
+    real = hashing.dpsgd_optimizer
+
+    def spy(params, opt_name, **kw):
+        opt = real(params, opt_name, **kw)
+        seen.append((opt_name, kw, {k: v for k, v in opt.param_groups[0].items() if k != "params"}))
+        return opt
+
+    monkeypatch.setattr(hashing, "dpsgd_optimizer", spy)
+    x, cluster, _ = planted(n=40, d=8)
+    graphs = [lambda i, j: cluster[i] == cluster[j], lambda i, j: np.zeros(len(i), bool),
+              lambda i, j: np.ones(len(i), bool)]
+    feats = {"image": x, "text": x[:, ::-1].copy()}
+    for lookup in graphs:
+        torch.manual_seed(0)
+        train_dpsgd(feats, lookup, bits=8, steps=2, expected_batch_pairs=64, lr=2e-3, hidden=16, clip_norm=0.5,
+                    noise_multiplier=0.0, noise_source=quiet_source(1), device=torch.device("cpu"), log_every=0,
+                    optimizer=name)
+    assert len(seen) == 3 and seen[0] == seen[1] == seen[2]
+    opt_name, kw, group = seen[0]
+    assert opt_name == name and kw == {"lr": 2e-3, "clip_norm": 0.5, "n_logits": 6, "expected_batch_pairs": 64.0}
+    unit = 0.5 / (6 * 64)  # C / (2T B): two views, three view pairs, both directions
+    if name == "sgd":
+        assert group["lr"] == pytest.approx(2e-3 / unit) and group["momentum"] == 0
+    elif name == "adam-eps":
+        assert group["lr"] == 2e-3 and group["eps"] == pytest.approx(unit)
+    else:
+        assert group["lr"] == 2e-3 and group["eps"] == 1e-8  # torch's default: the pre-issue-16 Adam
+
+
+def test_sgd_step_is_lr_over_unit_times_the_noisy_gradient():
+    """One plain-SGD step from a known start moves the weights by exactly -lr 2T B / C times the gradient that
+    train_dpsgd hands the optimiser: the same run under Adam(lr 0) logs no step, so compare two runs."""
+    x, cluster, lookup = planted(n=30, d=4)
+    torch.manual_seed(2)
+    init = hashing.DualStreamHasher({"text": 4}, 8, 8).state_dict()
+    kw = dict(bits=8, steps=1, expected_batch_pairs=32, hidden=8, clip_norm=0.5, noise_multiplier=0.0,
+              device=torch.device("cpu"), log_every=0, init_state=init, per_edge="vmap")
+    grads = {}
+    real_step = torch.optim.SGD.step
+
+    def record(self, *a, **k):
+        for g in self.param_groups:
+            for p in g["params"]:
+                grads[id(p)] = p.grad.detach().clone()
+        return real_step(self, *a, **k)
+
+    torch.optim.SGD.step = record
+    try:
+        m = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(4), lr=1e-3, optimizer="sgd", **kw)
+    finally:
+        torch.optim.SGD.step = real_step
+    unit = 0.5 / (2 * 32)
+    for (k, p) in m.named_parameters():
+        torch.testing.assert_close(p.detach(), init[k] - (1e-3 / unit) * grads[id(p)])
+
+
+def test_bad_optimizer_or_lr_fails():
+    x, cluster, lookup = planted(n=30, d=4)
+    kw = dict(bits=8, steps=1, expected_batch_pairs=20, lr=1e-2, hidden=8, clip_norm=1.0, noise_multiplier=0.0,
+              device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
+    for bad, match in [({"optimizer": "rmsprop"}, "optimizer='rmsprop'"), ({"lr": float("nan")}, "lr=nan"),
+                       ({"lr": -1.0}, "lr=-1.0"), ({"lr": float("inf")}, "lr=inf")]:
+        with pytest.raises(ValueError, match=match):
+            train_dpsgd({"text": x}, lookup, **{**kw, **bad})
