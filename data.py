@@ -925,6 +925,20 @@ def public_projection(ds: Dataset, idx: np.ndarray, *, dim: int) -> np.ndarray:
 # The private graph (the only reader of training labels)
 # ---------------------------------------------------------------------------
 
+def _label_bitmasks(lab: np.ndarray):
+    """Each item's 0/1 label vector as one unsigned integer (bit j = label j), or False when the labels
+    are not 0/1 or more than 64. For 0/1 labels, "share at least one label" ((l_i . l_j) > 0) is exactly
+    (mask_i & mask_j) != 0, and a row block of it costs a few bytes per entry instead of a float product."""
+    c = lab.shape[1]
+    if c > 64 or not np.isin(lab, (0, 1)).all():
+        return False
+    dtype = next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if np.dtype(t).itemsize * 8 >= c)
+    mask = np.zeros(len(lab), dtype=dtype)
+    for j in range(c):
+        mask |= (lab[:, j] != 0).astype(dtype) << dtype(j)
+    return mask
+
+
 @dataclass
 class PrivateGraph:
     """The private training graph. Never print, log or save anything derived from it.
@@ -940,6 +954,7 @@ class PrivateGraph:
     _adj: np.ndarray | None = field(default=None, repr=False)
     _labels: np.ndarray | None = field(default=None, repr=False)
     _sparse: object | None = field(default=None, repr=False)   # scipy.sparse csr_matrix (bool), kind 'file'
+    _mask: object | None = field(default=None, repr=False)     # label bitmasks for rows(); False: not usable
 
     def __repr__(self) -> str:  # no statistic of the graph in the repr
         return f"PrivateGraph(n={self.n}, kind={self.kind!r})"
@@ -950,7 +965,13 @@ class PrivateGraph:
         if self._sparse is not None:
             return self._sparse[start:stop].toarray().astype(bool, copy=False)
         lab = self._labels
-        block = (lab[start:stop] @ lab.T) > 0
+        if self._mask is None:
+            self._mask = _label_bitmasks(lab)
+        if self._mask is not False:  # 0/1 labels, at most 64: i ~ j iff their bitmasks share a bit
+            m = self._mask
+            block = (m[start:stop, None] & m[None, :]) != 0
+        else:
+            block = (lab[start:stop] @ lab.T) > 0
         block[np.arange(stop - start), np.arange(start, stop)] = False
         return block
 

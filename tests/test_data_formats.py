@@ -314,3 +314,19 @@ def test_cli_nuswide_v73_peak_rss_below_the_image_array(tmp_path):
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # the largest child: this run
     print(f"image array {limit / 1e6:.0f} MB, peak RSS of the run {peak / 1e6:.0f} MB")
     assert peak < limit
+
+
+@pytest.mark.parametrize("c, values", [(3, (0, 1)), (10, (0, 1)), (64, (0, 1)), (70, (0, 1)), (10, (0, 1, 2))])
+def test_implicit_label_graph_rows_by_bitmask_equal_the_label_product(c, values):
+    """PrivateGraph.rows of an implicit label graph: the bitmask path (0/1 labels, at most 64) and the
+    product fallback both give "shares a label" exactly, without self-loops."""
+    rng = np.random.default_rng(c + len(values))
+    lab = rng.choice(values, size=(300, c), p=None).astype(np.float32) * (rng.random((300, c)) < 0.08)
+    lab[:5] = 0  # items with no label: isolated
+    g = data.PrivateGraph(n=300, kind="label", _labels=lab)
+    want = (lab @ lab.T) > 0
+    np.fill_diagonal(want, False)
+    got = np.concatenate([g.rows(s, min(300, s + 37)) for s in range(0, 300, 37)])
+    assert np.array_equal(got, want)
+    uses_mask = c <= 64 and set(np.unique(lab)) <= {0, 1}
+    assert (g._mask is not False) == uses_mask
