@@ -1074,14 +1074,13 @@ class _ClippingDisabled:
     while the sensitivities still claim clipping. Never used outside the audit."""
 
     def __enter__(self):
-        self._orig = privacy.stable_clip, privacy._clip_block_keep, privacy._clip_block_lists
+        self._orig = privacy.stable_clip, privacy._clip_block_lists
         privacy.stable_clip = lambda graph, order, *, max_degree, block=None: privacy._all_edges(graph)
         # measure's one pass selects each row's top-D list here: keep every incident edge instead
-        privacy._clip_block_keep = lambda adj, sim, D, **kw: np.array(adj, dtype=bool, copy=True)
         privacy._clip_block_lists = lambda adj, neg, D, **kw: np.nonzero(adj)
 
     def __exit__(self, *exc):
-        privacy.stable_clip, privacy._clip_block_keep, privacy._clip_block_lists = self._orig
+        privacy.stable_clip, privacy._clip_block_lists = self._orig
 
 
 def validate_audit(acfg: AuditConfig) -> None:

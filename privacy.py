@@ -393,42 +393,52 @@ def _clip_block_keep(adj: np.ndarray, sim: np.ndarray, D: int, exact: _ExactOrde
     of the rows): the order of the exact inner products, resolved as that class says.
     Each row's list is a function of that row alone, so it does not depend on the block size."""
     keep = adj.copy()
-    deg = adj.sum(1)
-    big = np.flatnonzero(deg > D)
+    big = np.flatnonzero(adj.sum(1) > D)
     if len(big) == 0:
         return keep
-    n = adj.shape[1]
-    # negated keys (exact), non-neighbours +inf: the D-th largest key is the D-th smallest here, a
-    # selection near the front of the row (faster than near its end)
-    # non-neighbours to +inf by adding 0 (exact) or +inf, gathered from the bool rows: several
-    # times faster than a boolean-mask assignment
-    if len(big) == len(adj):  # every row over D (dense graphs): work in place, no copy
-        s = np.negative(sim, out=sim)
-        s += _PENALTY[adj.view(np.uint8)]
-    else:
-        s = -sim[big]
-        s += _PENALTY[adj[big].view(np.uint8)]
+    s = _penalised(adj, np.negative(sim, out=sim), big)
+    keep[big] = _top_d_of_penalised(s, D, exact, None if exact is None else rows[big])
+    return keep
+
+
+def _penalised(adj: np.ndarray, neg: np.ndarray, big: np.ndarray) -> np.ndarray:
+    """The negated keys of rows ``big`` with non-neighbours at +inf (adding 0, exact, or +inf, gathered
+    from the bool rows: several times faster than a boolean-mask assignment). In place, no copy, when
+    every row is in ``big`` (dense graphs). Negated, the D-th largest key is the D-th smallest: a
+    selection near the front of the row (faster than near its end)."""
+    pen = _PENALTIES[neg.dtype]
+    if len(big) == len(adj):
+        neg += pen[adj.view(np.uint8)]
+        return neg
+    s = neg[big]
+    s += pen[adj[big].view(np.uint8)]
+    return s
+
+
+def _top_d_of_penalised(s: np.ndarray, D: int, exact: _ExactOrder | None, nodes: np.ndarray | None) -> np.ndarray:
+    """Mask of each row's top-D list from penalised negated keys ``s`` (rows of degree > D; ``nodes``:
+    their node ids, needed with ``exact``). Without ``exact``: the exact D-th smallest value t, every
+    key < t, then keys == t in index order until D. With ``exact``: keys within 2 tol of t are resolved
+    in exact arithmetic (``_ExactOrder``)."""
     kth = np.partition(s, D - 1, axis=1)[:, D - 1][:, None]  # minus the D-th largest key of each row
     if exact is None:
         above = s < kth
         tied = s == kth
     else:
-        margin = 2 * exact.tol[rows[big]][:, None]
+        margin = 2 * exact.tol[nodes][:, None]
         above = s < kth - margin                      # surely above the exact threshold
         tied = (s <= kth + margin) & ~above          # within rounding of it: resolved exactly
-    del s
     need = D - above.sum(1)
     multi = np.flatnonzero(tied.sum(1) > need)  # rows where the threshold's candidates exceed the places left
     if len(multi) and exact is not None:
         for i in multi:  # candidates for the last places, within rounding: resolved in exact arithmetic
-            chosen = exact.resolve(int(rows[big[i]]), np.flatnonzero(tied[i]), int(need[i]))
+            chosen = exact.resolve(int(nodes[i]), np.flatnonzero(tied[i]), int(need[i]))
             tied[i] = False
             tied[i, chosen] = True
         multi = multi[:0]
     if len(multi):
         tied[multi] &= np.cumsum(tied[multi], axis=1, dtype=np.int64) <= need[multi, None]
-    keep[big] = above | tied
-    return keep
+    return above | tied
 
 
 def _clip_block_lists(adj: np.ndarray, neg: np.ndarray, D: int, exact: _ExactOrder | None = None,
@@ -439,8 +449,9 @@ def _clip_block_lists(adj: np.ndarray, neg: np.ndarray, D: int, exact: _ExactOrd
     greater without ``exact``, beyond 2 tol with it), no key outside the first D can enter the list,
     and the first D are exactly the D listed edges (every key within the band is then among them, so
     ``_clip_block_keep`` would list the same set). Every other row (ties or keys within rounding of the
-    D-th, degree <= D handled apart) goes to ``_clip_block_keep`` unchanged. No N-wide mask is built
-    for the fast rows, which is what makes this faster."""
+    D-th, degree <= D handled apart) takes ``_clip_block_keep``'s selection (``_top_d_of_penalised``).
+    No N-wide mask is built for the fast rows, which is what makes this faster. The pass uses this
+    one; ``_clip_block_keep`` gives the same lists as a mask."""
     deg = adj.sum(1)
     big = deg > D
     r_small, c_small = np.nonzero(adj[~big]) if (~big).any() else (np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -448,12 +459,7 @@ def _clip_block_lists(adj: np.ndarray, neg: np.ndarray, D: int, exact: _ExactOrd
     bigi = np.flatnonzero(big)
     if len(bigi) == 0:
         return r_small, c_small
-    if len(bigi) == len(adj):  # every row over D (dense graphs): work in place
-        sb = neg
-        sb += _PENALTIES[neg.dtype][adj.view(np.uint8)]
-    else:
-        sb = neg[bigi]
-        sb += _PENALTIES[neg.dtype][adj[bigi].view(np.uint8)]
+    sb = _penalised(adj, neg, bigi)
     idx = np.argpartition(sb, D, axis=1)[:, :D + 1]
     vals = np.take_along_axis(sb, idx, axis=1)
     o = np.argsort(vals, axis=1, kind="stable")
@@ -469,9 +475,7 @@ def _clip_block_lists(adj: np.ndarray, neg: np.ndarray, D: int, exact: _ExactOrd
     slow = np.flatnonzero(~fast)
     if len(slow):
         rs_ = bigi[slow]
-        keep = _clip_block_keep(adj[rs_], -sb[slow].astype(np.float64), D, exact=exact,
-                                rows=None if rows is None else rows[rs_])
-        r2, c2 = np.nonzero(keep)
+        r2, c2 = np.nonzero(_top_d_of_penalised(sb[slow], D, exact, None if exact is None else rows[rs_]))
         rf, cf = np.concatenate([rf, rs_[r2]]), np.concatenate([cf, c2])
     return np.concatenate([r_small, rf]), np.concatenate([c_small, cf])
 
@@ -500,7 +504,7 @@ def row_block_pass(graph, z: np.ndarray, *, max_degree: int | None = None, suppo
       * the edge count and the bilinear moments Z^T A Z (``moments``; as ``_edge_count_and_bilinear``,
         the same products accumulated over the same blocks, hence the same bits);
       * each node's top-D list of the stable clip (``max_degree``; the public order and tie-break
-        of ``stable_clip``), selected for the whole block at once (``_clip_block_keep``);
+        of ``stable_clip``), selected for the whole block at once (``_clip_block_lists``);
       * each node's top-k public neighbours for every k in ``support_ks`` (as ``public_support``,
         bit for bit: one np.partition gives every k's threshold; rows whose k-th value is tied
         take argpartition's pick, as public_support always did).
