@@ -845,3 +845,116 @@ def test_clip_exact_order_with_zero_rows():
     want = exact_lists(adj, z, 5)
     for block in (1, 8, None):
         assert np.array_equal(P.stable_clip(DenseGraph(adj), z, max_degree=5, block=block), want)
+
+
+# ---------------------------------------------------------------------------
+# The prefilter (third pass): candidates below a sampled threshold, whole-row path for the rest
+# ---------------------------------------------------------------------------
+
+
+def wide_rows(rng, rows: int, n: int):
+    """Rows wide enough for a real sampled threshold (n >= 16 * PREFILTER_STEP), with heavy exact ties
+    (integer keys on half the rows) and every density from degree <= D to almost complete."""
+    assert n >= P.PREFILTER_SAMPLE * P.PREFILTER_STEP
+    dens = np.linspace(0.002, 0.95, rows)
+    adj = rng.random((rows, n)) < dens[:, None]
+    neg = rng.normal(size=(rows, n))
+    neg[::2] = np.round(neg[::2] * 4)  # ~30 distinct values: ties everywhere, at the threshold too
+    return adj, neg
+
+
+@pytest.mark.parametrize("dtype", (np.float64, np.float32))
+@pytest.mark.parametrize("need", (1, 5, 33, 300))
+def test_prefilter_candidates_are_the_smallest_allowed_entries_of_each_row(dtype, need):
+    """Independent reference: a full sort of each row's allowed values. The candidates must be a prefix
+    of it, strictly below every allowed entry left out, and lie on allowed columns only."""
+    rng = np.random.default_rng(need)
+    adj, neg = wide_rows(rng, 24, 3000)
+    neg = neg.astype(dtype)
+    for allowed in (adj, None):
+        r, c, counts = P._prefilter(neg, allowed, need)
+        assert np.array_equal(np.bincount(r, minlength=len(neg)), counts)
+        if allowed is not None and need >= 33:  # both kinds of row: enough candidates, too few (sparse)
+            assert (counts >= need).any() and (counts < need).any()
+        for i in range(len(neg)):
+            cols = c[r == i]
+            ok = np.ones(neg.shape[1], bool) if allowed is None else allowed[i]
+            assert ok[cols].all() and (np.diff(cols) > 0).all()
+            vals = np.sort(neg[i, ok])
+            got = np.sort(neg[i, cols])
+            assert np.array_equal(got, vals[:len(cols)]), i
+            if len(cols) < len(vals) and len(cols):
+                assert vals[len(cols)] > got[-1], i  # nothing left out ties a candidate
+
+
+def test_prefilter_sends_rows_with_too_few_candidates_to_the_whole_row_path():
+    """A row whose sampled columns hold its smallest keys has fewer than D + 1 candidates (the 16th
+    smallest sampled key has only 15 allowed keys below it): it must take the whole-row path and
+    still get the per-row reference's list; the rows beside it take the candidate path."""
+    rng = np.random.default_rng(5)
+    n, D = 4000, 20
+    adj, neg = wide_rows(rng, 12, n)
+    adj[3] = True
+    step = max(P.PREFILTER_STEP, (D + 1) // 4)
+    neg[3] = rng.random(n) + 1.0
+    neg[3, ::step] = -rng.random(len(neg[3, ::step]))  # the sampled columns are the 3rd row's smallest
+    _, _, counts = P._prefilter(neg, adj, D + 1)
+    assert counts[3] < D + 1 and (counts >= D + 1).sum() >= 6
+    want = slow_lists(adj, -neg, D)
+    for dt in (np.float64, np.float32):
+        r, c = P._clip_block_lists(adj, neg.astype(dt), D)
+        got = np.zeros_like(adj)
+        got[r, c] = True
+        assert len(r) == got.sum()
+        ref = want if dt == np.float64 else slow_lists(adj, -neg.astype(dt).astype(np.float64), D)
+        assert np.array_equal(got, ref), dt
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_list_selection_on_wide_rows_matches_per_row_sort(seed):
+    """_clip_block_lists on rows wide enough for the sampled threshold, ties at the D-th key included,
+    against the per-row sort; and the exact order (float32 keys, tie band) against exact arithmetic."""
+    rng = np.random.default_rng(30 + seed)
+    n = 2200
+    adj, neg = wide_rows(rng, 10, n)
+    for D in (1, 4, 32, 150):
+        r, c = P._clip_block_lists(adj, neg.copy(), D)
+        got = np.zeros_like(adj)
+        got[r, c] = True
+        assert len(r) == got.sum() and np.array_equal(got, slow_lists(adj, -neg, D)), D
+    # the exact order: near-ties beyond float32 precision on a whole graph, clip against exact rationals
+    z = near_tie_z(n, 8, rng)
+    z[n // 2:] = rng.normal(size=(n - n // 2, 8))
+    full = sym(rng.random((n, n)) < 0.5)
+    got = P.stable_clip(DenseGraph(full), z, max_degree=6)
+    sub = np.unique(np.concatenate([np.arange(12), np.arange(n - 5, n)]))
+    want = exact_lists_rows(full, z, 6, sub)
+    for u in sub:
+        listed = {int(v) for a, b in got for v, w in ((b, a), (a, b)) if w == u}
+        assert listed <= want[u], u  # every kept edge at u is in u's exact top-6 list
+
+
+def exact_lists_rows(adj, z, D, rows):
+    """u -> the set of u's top-D neighbours by exact rational key (ties by index), for a few rows."""
+    from fractions import Fraction
+    fz = [[Fraction(float(a)) for a in row] for row in z]
+    out = {}
+    for u in rows:
+        nb = np.flatnonzero(adj[u])
+        key = {int(v): sum(a * b for a, b in zip(fz[u], fz[v])) for v in nb}
+        out[int(u)] = set(sorted(key, key=lambda v: (-key[v], v))[:D])
+    return out
+
+
+@pytest.mark.parametrize("need", (1, 2, 33, 120))
+def test_smallest_per_row_matches_a_full_sort(need):
+    rng = np.random.default_rng(need)
+    _, neg = wide_rows(rng, 16, 2500)
+    for dt in (np.float64, np.float32):
+        x = neg.astype(dt)
+        x[:, 7] = np.inf  # a diagonal-like +inf never selected
+        v, idx = P._smallest_per_row(x, need)
+        assert v.dtype == x.dtype
+        assert np.array_equal(v, np.sort(x, axis=1)[:, :need])
+        assert np.array_equal(np.take_along_axis(x, idx, axis=1), v)
+        assert all(len(set(row)) == need for row in idx.tolist())
