@@ -477,6 +477,13 @@ def _prefilter(neg: np.ndarray, adj: np.ndarray | None, need: int) -> tuple[np.n
     return r, c, np.bincount(r, minlength=len(neg))
 
 
+def _prefilter_pays(n: int, need: int) -> bool:
+    """Whether rows of n entries are wide enough for the prefilter: its ~16 s candidates (s its column
+    step) at most 1/8 of the row. Narrower rows (n < 8,192 at D = 32) take the whole-row path directly;
+    the lists are the same either way (tests run both)."""
+    return n >= 8 * PREFILTER_SAMPLE * max(PREFILTER_STEP, need // 4)
+
+
 def _smallest_of_candidates(neg: np.ndarray, r: np.ndarray, c: np.ndarray, counts: np.ndarray,
                             rows: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``need`` + 1 smallest candidates (``_prefilter``'s r, c, counts) of each of ``rows`` (local,
@@ -503,7 +510,7 @@ def _smallest_per_row(neg: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarra
     """Each row's ``need`` smallest values of ``neg``, sorted (values in neg's dtype, columns), as one
     argpartition per row would give them, up to the column order of equal values; from the prefilter's
     candidates where a row has ``need`` of them (``_prefilter``: then they are that row's smallest)."""
-    r, c, counts = _prefilter(neg, None, need)
+    r, c, counts = _prefilter(neg, None, need) if _prefilter_pays(neg.shape[1], need) else (None, None, np.zeros(len(neg), int))
     cand = np.flatnonzero(counts >= need)
     v = np.empty((len(neg), need), dtype=neg.dtype)
     idx = np.empty((len(neg), need), dtype=np.int64)
@@ -528,6 +535,8 @@ def _clip_block_lists(adj: np.ndarray, neg: np.ndarray, D: int, exact: _ExactOrd
     D-th (see below) lists its D smallest candidates, which are its D smallest keys among its edges.
     Every other row takes the whole-row path (``_clip_block_lists_rows``). Rows of degree <= D have
     fewer than D + 1 candidates, so they take the whole-row path too."""
+    if not _prefilter_pays(neg.shape[1], D + 1):
+        return _clip_block_lists_rows(adj, neg, D, exact=exact, rows=rows)
     r, c, counts = _prefilter(neg, adj, D + 1)
     cand = np.flatnonzero(counts >= D + 1)
     rest = np.flatnonzero(counts < D + 1)

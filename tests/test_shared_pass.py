@@ -866,7 +866,7 @@ def wide_rows(rng, rows: int, n: int):
 @pytest.mark.parametrize("dtype", (np.float64, np.float32))
 @pytest.mark.parametrize("need", (1, 5, 33, 300))
 def test_prefilter_candidates_are_the_smallest_allowed_entries_of_each_row(dtype, need):
-    """Independent reference: a full sort of each row's allowed values. The candidates must be a prefix
+    """The prefilter is used on rows of >= 8,192 entries (``_prefilter_pays``); called directly here. Independent reference: a full sort of each row's allowed values. The candidates must be a prefix
     of it, strictly below every allowed entry left out, and lie on allowed columns only."""
     rng = np.random.default_rng(need)
     adj, neg = wide_rows(rng, 24, 3000)
@@ -887,7 +887,28 @@ def test_prefilter_candidates_are_the_smallest_allowed_entries_of_each_row(dtype
                 assert vals[len(cols)] > got[-1], i  # nothing left out ties a candidate
 
 
-def test_prefilter_sends_rows_with_too_few_candidates_to_the_whole_row_path():
+@pytest.fixture
+def prefilter_always(monkeypatch):
+    """The prefilter on rows of any width (by default only rows of >= 8,192 entries use it)."""
+    monkeypatch.setattr(P, "_prefilter_pays", lambda n, need: True)
+
+
+def test_frozen_bit_identity_with_the_prefilter_on_every_row(prefilter_always):
+    """The frozen-copy tests again, with the prefilter forced onto their narrow rows (samples of one
+    to three columns, thresholds at +inf): the same clip, supports and release, bit for bit."""
+    for kind in KINDS:
+        for zmode in ZMODES:
+            test_clip_bit_identical_to_frozen(kind, zmode)
+    for dtype in (np.float32, np.float64):
+        for zmode in ZMODES:
+            test_public_support_bit_identical_to_frozen(dtype, zmode)
+    for zmode in ZMODES:
+        test_clip_identical_across_block_sizes_with_ties(zmode)
+    test_measure_bit_identical_to_frozen(SHARES[0], "gaussian", True)
+    test_sanitize_bit_identical_to_frozen_pipeline()
+
+
+def test_prefilter_sends_rows_with_too_few_candidates_to_the_whole_row_path(prefilter_always):
     """A row whose sampled columns hold its smallest keys has fewer than D + 1 candidates (the 16th
     smallest sampled key has only 15 allowed keys below it): it must take the whole-row path and
     still get the per-row reference's list; the rows beside it take the candidate path."""
@@ -911,9 +932,12 @@ def test_prefilter_sends_rows_with_too_few_candidates_to_the_whole_row_path():
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_list_selection_on_wide_rows_matches_per_row_sort(seed):
+@pytest.mark.parametrize("force", (True, False))
+def test_list_selection_on_wide_rows_matches_per_row_sort(seed, force, monkeypatch):
     """_clip_block_lists on rows wide enough for the sampled threshold, ties at the D-th key included,
     against the per-row sort; and the exact order (float32 keys, tie band) against exact arithmetic."""
+    if force:
+        monkeypatch.setattr(P, "_prefilter_pays", lambda n, need: True)
     rng = np.random.default_rng(30 + seed)
     n = 2200
     adj, neg = wide_rows(rng, 10, n)
@@ -947,7 +971,10 @@ def exact_lists_rows(adj, z, D, rows):
 
 
 @pytest.mark.parametrize("need", (1, 2, 33, 120))
-def test_smallest_per_row_matches_a_full_sort(need):
+@pytest.mark.parametrize("force", (True, False))
+def test_smallest_per_row_matches_a_full_sort(need, force, monkeypatch):
+    if force:
+        monkeypatch.setattr(P, "_prefilter_pays", lambda n, need: True)
     rng = np.random.default_rng(need)
     _, neg = wide_rows(rng, 16, 2500)
     for dt in (np.float64, np.float32):
