@@ -809,6 +809,8 @@ def run(cfg: Config) -> dict:
                                         log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
                                         public_seed=cfg.seed, public_clip=cfg.dpsgd_public_clip,
                                         public_pairs=cfg.dpsgd_public_pairs, init_state=init_state,
+                                        prior_pairs=(None if cfg.public_prior == "none" or not cfg.dpsgd_public_clip
+                                                     else privacy.public_support(z, k=cfg.knn_k)),
                                         optimizer=cfg.dpsgd_optimizer)
             del graph
         else:

@@ -568,3 +568,87 @@ def test_bad_optimizer_or_lr_fails():
                        ({"lr": -1.0}, "lr=-1.0"), ({"lr": float("inf")}, "lr=inf")]:
         with pytest.raises(ValueError, match=match):
             train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+
+
+# ---------------------------------------------------------------------------
+# The public prior term (issue 16, fourth pass)
+# ---------------------------------------------------------------------------
+
+def _one_step_grad(x, lookup, init, **kw):
+    """The gradient train_dpsgd hands plain SGD in one step (noise-free), per parameter name."""
+    grads = {}
+    real_step = torch.optim.SGD.step
+
+    def record(self, *a, **k):
+        for g in self.param_groups:
+            for p in g["params"]:
+                grads[id(p)] = p.grad.detach().clone()
+        return real_step(self, *a, **k)
+
+    torch.optim.SGD.step = record
+    try:
+        m = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(4), lr=1e-3, optimizer="sgd", bits=8,
+                        steps=1, expected_batch_pairs=32, hidden=8, clip_norm=0.5, noise_multiplier=0.0,
+                        device=torch.device("cpu"), log_every=0, init_state=init, per_edge="vmap", **kw)
+    finally:
+        torch.optim.SGD.step = real_step
+    return {k: grads[id(p)] for k, p in m.named_parameters()}
+
+
+def test_prior_term_is_the_clipped_mean_of_linked_pair_gradients():
+    """g(w) = (1 - w/2) P - (1 - w) Q + w/2 * mean over the sampled prior pairs of clip(grad l^+), with P the
+    public label-free part and Q the private part. P and Q come from runs without the prior (Q = 0 with
+    a graph of no edges); the prior pairs' per-pair gradients from plain autograd one pair at a time."""
+    x, cluster, lookup = planted(n=30, d=4)
+    torch.manual_seed(2)
+    model = hashing.DualStreamHasher({"text": 4}, 8, 8)
+    init = model.state_dict()
+    prior = np.array([[0, 2], [1, 3], [4, 6], [5, 9], [7, 8]])
+    w = 0.5
+    g_w = _one_step_grad(x, lookup, init, prior_pairs=prior, prior_weight=w)
+    g_pq = _one_step_grad(x, lookup, init)
+    g_p = _one_step_grad(x, lambda i, j: np.zeros(len(i), bool), init)
+    # the prior pairs drawn as train_dpsgd draws them: after S' (32 pairs) on the public generator
+    mech = privacy.EdgeDPSGD(n_items=30, expected_batch_pairs=32, clip_norm=0.5, noise_multiplier=0.0,
+                             source=quiet_source(0))
+    rng = np.random.default_rng(0)
+    mech.public_sample(32, rng)
+    pick = rng.integers(0, len(prior), size=32 // 4)
+    model.eval()
+    feats = {"text": torch.from_numpy(x)}
+    pos = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    for a, b in prior[pick]:
+        model.zero_grad()
+        h = model({"text": feats["text"][[a, b]]})
+        logits = hashing._pair_logits({"text": h["text"][:1]}, {"text": h["text"][1:]})
+        torch.nn.functional.softplus(-logits).sum().backward()
+        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+        for k, p in model.named_parameters():
+            pos[k] += p.grad * min(1.0, 0.5 / float(norm))
+    n_logits = 2
+    for k in g_w:
+        P, Q = g_p[k], g_p[k] - g_pq[k]
+        want = (1 - w / 2) * P - (1 - w) * Q + (w / 2) * pos[k] / (n_logits * len(pick))
+        torch.testing.assert_close(g_w[k], want, rtol=1e-5, atol=1e-7)
+    assert max(float((g_w[k] - g_pq[k]).abs().max()) for k in g_w) > 1e-4  # the prior changes the step
+
+
+def test_prior_reads_no_private_data_and_bad_prior_arguments_fail():
+    x, cluster, lookup = planted(n=30, d=4)
+    calls = []
+
+    def spy(i, j):
+        calls.append(len(i))
+        return lookup(i, j)
+
+    kw = dict(bits=8, steps=3, expected_batch_pairs=20, lr=1e-3, hidden=8, clip_norm=1.0, noise_multiplier=0.0,
+              device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
+    prior = np.array([[0, 2], [1, 3]])
+    train_dpsgd({"text": x}, spy, prior_pairs=prior, **kw)
+    assert len(calls) == 3  # one lookup per step, by the mechanism, on its secret sample only
+    for bad, match in [({"prior_pairs": np.zeros((0, 2))}, "prior_pairs"), ({"prior_pairs": np.zeros((3, 3))}, "prior_pairs"),
+                       ({"prior_pairs": prior, "prior_weight": 1.0}, "prior_weight"),
+                       ({"prior_pairs": prior, "prior_weight": float("nan")}, "prior_weight"),
+                       ({"prior_pairs": prior, "public_clip": False}, "public_clip")]:
+        with pytest.raises(ValueError, match=match):
+            train_dpsgd({"text": x}, lookup, **{**kw, **bad})
