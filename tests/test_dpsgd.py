@@ -533,49 +533,8 @@ def test_optimizer_rule_reads_only_public_quantities(monkeypatch, name):
         assert group["lr"] == 2e-3 and group["eps"] == 1e-8  # torch's default: the pre-issue-16 Adam
 
 
-def test_sgd_step_is_lr_over_unit_times_the_noisy_gradient():
-    """One plain-SGD step from a known start moves the weights by exactly -lr 2T B / C times the gradient that
-    train_dpsgd hands the optimiser: the same run under Adam(lr 0) logs no step, so compare two runs."""
-    x, cluster, lookup = planted(n=30, d=4)
-    torch.manual_seed(2)
-    init = hashing.DualStreamHasher({"text": 4}, 8, 8).state_dict()
-    kw = dict(bits=8, steps=1, expected_batch_pairs=32, hidden=8, clip_norm=0.5, noise_multiplier=0.0,
-              device=torch.device("cpu"), log_every=0, init_state=init, per_edge="vmap")
-    grads = {}
-    real_step = torch.optim.SGD.step
-
-    def record(self, *a, **k):
-        for g in self.param_groups:
-            for p in g["params"]:
-                grads[id(p)] = p.grad.detach().clone()
-        return real_step(self, *a, **k)
-
-    torch.optim.SGD.step = record
-    try:
-        m = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(4), lr=1e-3, optimizer="sgd", **kw)
-    finally:
-        torch.optim.SGD.step = real_step
-    unit = 0.5 / (2 * 32)
-    for (k, p) in m.named_parameters():
-        torch.testing.assert_close(p.detach(), init[k] - (1e-3 / unit) * grads[id(p)])
-
-
-def test_bad_optimizer_or_lr_fails():
-    x, cluster, lookup = planted(n=30, d=4)
-    kw = dict(bits=8, steps=1, expected_batch_pairs=20, lr=1e-2, hidden=8, clip_norm=1.0, noise_multiplier=0.0,
-              device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
-    for bad, match in [({"optimizer": "rmsprop"}, "optimizer='rmsprop'"), ({"lr": float("nan")}, "lr=nan"),
-                       ({"lr": -1.0}, "lr=-1.0"), ({"lr": float("inf")}, "lr=inf")]:
-        with pytest.raises(ValueError, match=match):
-            train_dpsgd({"text": x}, lookup, **{**kw, **bad})
-
-
-# ---------------------------------------------------------------------------
-# The public prior term (issue 16, fourth pass)
-# ---------------------------------------------------------------------------
-
 def _one_step_grad(x, lookup, init, **kw):
-    """The gradient train_dpsgd hands plain SGD in one step (noise-free), per parameter name."""
+    """(model, the gradient train_dpsgd hands plain SGD in its one noise-free step, per parameter name)."""
     grads = {}
     real_step = torch.optim.SGD.step
 
@@ -592,8 +551,34 @@ def _one_step_grad(x, lookup, init, **kw):
                         device=torch.device("cpu"), log_every=0, init_state=init, per_edge="vmap", **kw)
     finally:
         torch.optim.SGD.step = real_step
-    return {k: grads[id(p)] for k, p in m.named_parameters()}
+    return m, {k: grads[id(p)] for k, p in m.named_parameters()}
 
+
+def test_sgd_step_is_lr_over_unit_times_the_noisy_gradient():
+    """One plain-SGD step from a known start moves the weights by exactly -lr 2T B / C times the gradient that
+    train_dpsgd hands the optimiser: the same run under Adam(lr 0) logs no step, so compare two runs."""
+    x, cluster, lookup = planted(n=30, d=4)
+    torch.manual_seed(2)
+    init = hashing.DualStreamHasher({"text": 4}, 8, 8).state_dict()
+    m, grads = _one_step_grad(x, lookup, init)
+    unit = 0.5 / (2 * 32)
+    for (k, p) in m.named_parameters():
+        torch.testing.assert_close(p.detach(), init[k] - (1e-3 / unit) * grads[k])
+
+
+def test_bad_optimizer_or_lr_fails():
+    x, cluster, lookup = planted(n=30, d=4)
+    kw = dict(bits=8, steps=1, expected_batch_pairs=20, lr=1e-2, hidden=8, clip_norm=1.0, noise_multiplier=0.0,
+              device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
+    for bad, match in [({"optimizer": "rmsprop"}, "optimizer='rmsprop'"), ({"lr": float("nan")}, "lr=nan"),
+                       ({"lr": -1.0}, "lr=-1.0"), ({"lr": float("inf")}, "lr=inf")]:
+        with pytest.raises(ValueError, match=match):
+            train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+
+
+# ---------------------------------------------------------------------------
+# The public prior term (issue 16, fourth pass)
+# ---------------------------------------------------------------------------
 
 def test_prior_term_is_the_clipped_mean_of_linked_pair_gradients():
     """g(w) = (1 - w/2) P - (1 - w) Q + w/2 * mean over the sampled prior pairs of clip(grad l^+), with P the
@@ -605,9 +590,9 @@ def test_prior_term_is_the_clipped_mean_of_linked_pair_gradients():
     init = model.state_dict()
     prior = np.array([[0, 2], [1, 3], [4, 6], [5, 9], [7, 8]])
     w = 0.5
-    g_w = _one_step_grad(x, lookup, init, prior_pairs=prior, prior_weight=w)
-    g_pq = _one_step_grad(x, lookup, init)
-    g_p = _one_step_grad(x, lambda i, j: np.zeros(len(i), bool), init)
+    _, g_w = _one_step_grad(x, lookup, init, prior_pairs=prior, prior_weight=w)
+    _, g_pq = _one_step_grad(x, lookup, init)
+    _, g_p = _one_step_grad(x, lambda i, j: np.zeros(len(i), bool), init)
     # the prior pairs drawn as train_dpsgd draws them: after S' (32 pairs) on the public generator
     mech = privacy.EdgeDPSGD(n_items=30, expected_batch_pairs=32, clip_norm=0.5, noise_multiplier=0.0,
                              source=quiet_source(0))
