@@ -2885,9 +2885,21 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
     def eps_of(sig):
         return dpsgd_epsilon(q=q, noise_multiplier=sig, steps=steps, delta=delta, orders=orders)
 
-    if eps_of(hi) > target:
-        raise ValueError(f"epsilon={epsilon!r} not reachable with noise_multiplier <= {hi}")
-    if eps_of(lo) <= target:
+    # The accountants' own resolution bounds epsilon from below whatever the noise (RDP: the largest
+    # order's log(1/delta) / (alpha - 1) term; PLD: the pessimistic grid's slack per step), so first
+    # check that the target is above the chosen accountant's epsilon at the largest sigma allowed.
+    floor = eps_of(hi)
+    if accountant != "rdp":
+        pld_hi = pld_dpsgd_epsilon(q=q, noise_multiplier=hi, steps=steps, delta=delta)
+        floor = pld_hi if accountant == "pld" else min(floor, pld_hi)
+    if floor > target:
+        raise ValueError(f"epsilon={epsilon!r} not reachable with noise_multiplier <= {hi}: even that is accounted "
+                         f"at epsilon {floor:.3g} ({accountant}; q={q:.3g}, {steps} steps, delta={delta:g}); there the "
+                         "accountant's resolution, not the noise, is the limit. Use a larger epsilon or delta, or "
+                         "fewer steps")
+    if eps_of(hi) > target:  # PLD can certify it, RDP cannot: the PLD search below runs over the whole range
+        sigma = hi
+    elif eps_of(lo) <= target:
         sigma = lo
     else:
         log_sigma = optimize.brentq(lambda ls: eps_of(math.exp(ls)) - target, math.log(lo), math.log(hi),
@@ -2909,13 +2921,15 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
         top *= 1.5
         if top > hi:
             raise ValueError(f"epsilon={epsilon!r} not reachable with noise_multiplier <= {hi}")
-    bottom = max(lo, top / 5.0)
+    bottom = max(lo, top / 5.0) if sigma < hi else lo
     if acc(bottom) <= target:
         return bottom
     if coarse(bottom) <= target:
         log_sigma = math.log(bottom)
-    else:  # search on the coarse grid (its epsilon >= the fine one's up to grid effects), check on the fine
-        log_sigma = optimize.brentq(lambda ls: coarse(math.exp(ls)) - target, math.log(bottom), math.log(top),
+    else:  # search on the coarse grid (its epsilon >= the fine one's up to grid effects), check on the fine;
+        # on the fine grid itself where the coarse one cannot reach the target at all (near the floor)
+        f = coarse if coarse(top) <= target else acc
+        log_sigma = optimize.brentq(lambda ls: f(math.exp(ls)) - target, math.log(bottom), math.log(top),
                                     xtol=1e-3, maxiter=60)
     sigma = min(top, math.exp(log_sigma) * 1.001)
     while acc(sigma) > target:

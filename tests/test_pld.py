@@ -105,3 +105,21 @@ def test_cross_check_against_dp_accounting():
     ref = acc.get_epsilon(delta)
     ours = privacy.pld_dpsgd_epsilon(q=q, noise_multiplier=sigma, steps=steps, delta=delta)
     assert abs(ours - ref) <= 0.02 * ref + steps * 1e-4, (ours, ref)
+
+
+def test_calibration_below_the_rdp_floor_searches_pld_and_explains_its_own_floor():
+    """RDP cannot certify epsilon below log(1/delta) / (largest order - 1) whatever the noise (about 0.0129
+    here); PLD can go lower with few steps. Then 'pld' and 'best' must still calibrate (the smallest sigma
+    within 0.3% whose PLD epsilon meets the target), 'rdp' must refuse, and a target below every
+    accountant's floor must say that the resolution, not the noise, is the limit."""
+    q, steps, delta = 4096 / (2500 * 2499 / 2), 30, 1e-6
+    assert privacy.dpsgd_epsilon(q=q, noise_multiplier=1000.0, steps=steps, delta=delta) > 0.005
+    for acc in ("pld", "best"):
+        sigma = privacy.calibrate_noise_multiplier(q=q, steps=steps, epsilon=0.005, delta=delta, accountant=acc)
+        assert privacy.pld_dpsgd_epsilon(q=q, noise_multiplier=sigma, steps=steps, delta=delta) <= 0.005
+        assert privacy.pld_dpsgd_epsilon(q=q, noise_multiplier=sigma / 1.003, steps=steps, delta=delta) > 0.005
+    with pytest.raises(ValueError, match=r"not reachable .*accounted at epsilon 0\.01.*resolution"):
+        privacy.calibrate_noise_multiplier(q=q, steps=steps, epsilon=0.005, delta=delta, accountant="rdp")
+    for acc in ("rdp", "pld", "best"):
+        with pytest.raises(ValueError, match="resolution, not the noise"):
+            privacy.calibrate_noise_multiplier(q=q, steps=steps, epsilon=0.001, delta=delta, accountant=acc)
