@@ -796,11 +796,15 @@ def run(cfg: Config) -> dict:
 
         if cfg.method == "dpsgd":
             init_state = None
+            use_prior = cfg.public_prior != "none" and cfg.dpsgd_public_clip
+            if cfg.dpsgd_warm_start or use_prior:  # public: the warm start's graph and the prior, computed once
+                knn_pairs = privacy.public_support(z, k=cfg.knn_k)
             if cfg.dpsgd_warm_start:  # the public-only reference; reads no private data, so no budget
                 # exactly what --method public --public-graph knn trains (pair balance as there: on unless
                 # --pair-balance false): the public-feature kNN graph of z, built from public features alone
                 t = stage("DP-SGD warm start: the public-only reference (public kNN graph; no private data)")
-                init_state = distill(PublicTargets("knn", z, k=cfg.knn_k), cfg.pair_balance != "false").state_dict()
+                init_state = distill(PublicTargets("knn", z, k=cfg.knn_k, pairs=knn_pairs),
+                                     cfg.pair_balance != "false").state_dict()
                 timings["warm start"] = t.done()
             t = stage(f"DP-SGD: {cfg.dpsgd_steps} steps, noise multiplier {sigma:.4f}")
             model = hashing.train_dpsgd(feats(split.train), edge_lookup(graph), bits=cfg.bits,
@@ -809,8 +813,7 @@ def run(cfg: Config) -> dict:
                                         log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
                                         public_seed=cfg.seed, public_clip=cfg.dpsgd_public_clip,
                                         public_pairs=cfg.dpsgd_public_pairs, init_state=init_state,
-                                        prior_pairs=(None if cfg.public_prior == "none" or not cfg.dpsgd_public_clip
-                                                     else privacy.public_support(z, k=cfg.knn_k)),
+                                        prior_pairs=knn_pairs if use_prior else None,
                                         optimizer=cfg.dpsgd_optimizer)
             del graph
         else:

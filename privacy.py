@@ -487,7 +487,7 @@ def _prefilter_pays(n: int, need: int) -> bool:
 def _smallest_of_candidates(neg: np.ndarray, r: np.ndarray, c: np.ndarray, counts: np.ndarray,
                             rows: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``need`` + 1 smallest candidates (``_prefilter``'s r, c, counts) of each of ``rows`` (local,
-    increasing, each with counts >= need + 1), sorted by value: (values as float64, columns), each of
+    increasing, each with counts >= need + 1), sorted by value: (values in neg's dtype, columns), each of
     shape (len(rows), need + 1). Equal values come in no particular column order: the callers use the
     first ``need`` as a set, and only where the (need+1)-th is strictly larger."""
     starts = np.cumsum(counts) - counts
@@ -503,27 +503,30 @@ def _smallest_of_candidates(neg: np.ndarray, r: np.ndarray, c: np.ndarray, count
     idx = np.argpartition(vals, need, axis=1)[:, :need + 1]
     v = np.take_along_axis(vals, idx, axis=1)
     o = np.argsort(v, axis=1)
-    return np.take_along_axis(v, o, axis=1).astype(np.float64), np.take_along_axis(np.take_along_axis(cols, idx, axis=1), o, axis=1)
+    return np.take_along_axis(v, o, axis=1), np.take_along_axis(np.take_along_axis(cols, idx, axis=1), o, axis=1)
 
 
 def _smallest_per_row(neg: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``need`` smallest values of ``neg``, sorted (values in neg's dtype, columns), as one
     argpartition per row would give them, up to the column order of equal values; from the prefilter's
     candidates where a row has ``need`` of them (``_prefilter``: then they are that row's smallest)."""
-    r, c, counts = _prefilter(neg, None, need) if _prefilter_pays(neg.shape[1], need) else (None, None, np.zeros(len(neg), int))
+    def whole_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ix = np.argpartition(x, need - 1, axis=1)[:, :need]
+        vx = np.take_along_axis(x, ix, axis=1)
+        o = np.argsort(vx, axis=1, kind="stable")
+        return np.take_along_axis(vx, o, axis=1), np.take_along_axis(ix, o, axis=1)
+
+    if not _prefilter_pays(neg.shape[1], need):
+        return whole_rows(neg)
+    r, c, counts = _prefilter(neg, None, need)
     cand = np.flatnonzero(counts >= need)
+    rest = np.flatnonzero(counts < need)
     v = np.empty((len(neg), need), dtype=neg.dtype)
     idx = np.empty((len(neg), need), dtype=np.int64)
     if len(cand):
-        vc, ic = _smallest_of_candidates(neg, r, c, counts, cand, need - 1)
-        v[cand], idx[cand] = vc.astype(neg.dtype), ic
-    rest = np.flatnonzero(counts < need)
+        v[cand], idx[cand] = _smallest_of_candidates(neg, r, c, counts, cand, need - 1)
     if len(rest):
-        nr = neg[rest]
-        ir = np.argpartition(nr, need - 1, axis=1)[:, :need]
-        vr = np.take_along_axis(nr, ir, axis=1)
-        o = np.argsort(vr, axis=1, kind="stable")
-        v[rest], idx[rest] = np.take_along_axis(vr, o, axis=1), np.take_along_axis(ir, o, axis=1)
+        v[rest], idx[rest] = whole_rows(neg[rest])
     return v, idx
 
 
@@ -2888,7 +2891,7 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
     # The accountants' own resolution bounds epsilon from below whatever the noise (RDP: the largest
     # order's log(1/delta) / (alpha - 1) term; PLD: the pessimistic grid's slack per step), so first
     # check that the target is above the chosen accountant's epsilon at the largest sigma allowed.
-    floor = eps_of(hi)
+    floor = rdp_hi = eps_of(hi)
     if accountant != "rdp":
         pld_hi = pld_dpsgd_epsilon(q=q, noise_multiplier=hi, steps=steps, delta=delta)
         floor = pld_hi if accountant == "pld" else min(floor, pld_hi)
@@ -2897,7 +2900,7 @@ def calibrate_noise_multiplier(*, q, steps, epsilon, delta, orders=DEFAULT_ORDER
                          f"at epsilon {floor:.3g} ({accountant}; q={q:.3g}, {steps} steps, delta={delta:g}); there the "
                          "accountant's resolution, not the noise, is the limit. Use a larger epsilon or delta, or "
                          "fewer steps")
-    if eps_of(hi) > target:  # PLD can certify it, RDP cannot: the PLD search below runs over the whole range
+    if rdp_hi > target:  # PLD can certify it, RDP cannot: the PLD search below runs over the whole range
         sigma = hi
     elif eps_of(lo) <= target:
         sigma = lo
