@@ -98,8 +98,10 @@ class Config:
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
     dpsgd_steps: int = 300            # DP-SGD steps (>= 1); the privacy cost grows with them
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
-    dpsgd_clip: float = 1.0           # per-edge clipping norm C (> 0)
-    dpsgd_lr: float = 1e-3            # DP-SGD learning rate (Adam's; for sgd, the step one clipped pair term makes)
+    dpsgd_clip: str = "auto"          # per-edge clipping norm C: a number > 0, or auto (the public rule: the 90th
+                                      # percentile of ||grad Theta|| over public pairs at the warm start; issue 16)
+    dpsgd_lr: float = 4e-3            # DP-SGD learning rate (for sgd: the most one clipped pair term moves the weights;
+                                      # Adam's lr for adam); 4e-3 since issue 16's fifth pass (README)
     dpsgd_optimizer: str = "sgd"      # sgd (plain SGD, learning rate --dpsgd-lr x 2T B / C: one clipped pair
                                       # term moves the weights by at most --dpsgd-lr, whatever the noise; issue 16)
                                       # | adam (Adam, the pre-issue-16 update) | adam-eps (Adam with eps = C / (2T B))
@@ -205,8 +207,9 @@ def validate_config(cfg: Config) -> None:
                                                  + cfg.share_bilinear > 0):
         raise ValueError("the budget shares (--share-degrees, --share-triangles, --share-edges, --share-bilinear) "
                          "are all 0; give at least one statistic a positive share")
-    for k in ("lr", "dpsgd_lr", "dpsgd_clip"):
+    for k in ("lr", "dpsgd_lr"):
         num(k, getattr(cfg, k), low=0, low_open=True)
+    dpsgd_clip_value(cfg)
     num("seed", cfg.seed, kind=int, low=0)
     if cfg.insecure_seed is not None:
         num("insecure_seed", cfg.insecure_seed, kind=int, low=0)
@@ -561,6 +564,19 @@ def attack_report(model, feats, split, ds, z, pos, neg, device, short) -> dict:
     return out
 
 
+def dpsgd_clip_value(cfg: Config) -> float | None:
+    """--dpsgd-clip as a number, or None for 'auto' (the public rule, ``hashing.public_clip_norm``)."""
+    if isinstance(cfg.dpsgd_clip, str) and cfg.dpsgd_clip.strip().lower() == "auto":
+        return None
+    try:
+        c = float(cfg.dpsgd_clip)
+    except (TypeError, ValueError):
+        raise ValueError(f"--dpsgd-clip {cfg.dpsgd_clip!r}: give a number > 0 or 'auto'") from None
+    if not (math.isfinite(c) and c > 0):
+        raise ValueError(f"--dpsgd-clip {cfg.dpsgd_clip!r} must be a finite number > 0 (or 'auto')")
+    return c
+
+
 def edge_lookup(graph):
     """Pair -> edge? for DP-SGD (the one baseline that reads the private graph while training)."""
     return graph.has_edge
@@ -570,14 +586,17 @@ def graph_kind_of(cfg: Config) -> str:
     return f"file {os.path.basename(cfg.graph_file)}" if cfg.graph_file else cfg.graph
 
 
-def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: dict, secure: bool) -> str:
-    """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon)."""
+def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: dict, secure: bool, *,
+                    clip: float) -> str:
+    """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon); ``clip`` the C used."""
+    how = (" (from public data: the 90th percentile of per-pair gradient norms over public pairs at the public "
+           "warm start; --dpsgd-clip auto)" if dpsgd_clip_value(cfg) is None else "")
     if sigma == 0:  # sanity mode (--epsilon inf): the caller marks it NOT PRIVATE
         return "\n".join([
             "Method dpsgd in sanity mode (--epsilon inf): no noise is added, so there is no differential privacy.",
             f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
             f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
-            f"rate q = {q:.6g}, per-edge clipping to C = {cfg.dpsgd_clip:g}, and NO noise.",
+            f"rate q = {q:.6g}, per-edge clipping to C = {clip:.6g}{how}, and NO noise.",
             privacy.NOT_COVERED]) + "\n"
     eps = spent["epsilon"] if cfg.dpsgd_accountant == "best" else spent[cfg.dpsgd_accountant]
     pld = "n/a" if spent["pld"] is None else f"{spent['pld']:.4g}"
@@ -588,7 +607,7 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge.",
         f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
         f"rate q = {q:.6g}, the label-dependent part of each sampled edge's gradient clipped to C = "
-        f"{cfg.dpsgd_clip:g} (sensitivity C: one edge adds or removes one clipped term), Gaussian noise with "
+        f"{clip:.6g}{how} (sensitivity C: one edge adds or removes one clipped term), Gaussian noise with "
         f"multiplier {sigma:.6g}, from " + ("the operating system's secure random source." if secure
                                             else "a FIXED SEED (--insecure-seed): NOT SECURE."),
         f"Accounting ({cfg.dpsgd_accountant}): Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & "
@@ -743,10 +762,8 @@ def run(cfg: Config) -> dict:
             else:
                 sigma = privacy.calibrate_noise_multiplier(q=q, steps=cfg.dpsgd_steps, epsilon=cfg.epsilon,
                                                            delta=cfg.delta, accountant=cfg.dpsgd_accountant)
-            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=cfg.dpsgd_batch_pairs,
-                                          clip_norm=cfg.dpsgd_clip, noise_multiplier=sigma, source=source)
-            spent = mechanism.epsilon_spent(steps=cfg.dpsgd_steps, delta=cfg.delta)
-            statement = dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure)
+            # the mechanism and its statement are built once C is fixed (below: C may come from the public
+            # warm start); nothing here or there reads the graph
         else:
             t = stage("sanitize: clip, measure, synthesize (Noisy Mirror Descent)")
             release, synth = sanitize(graph, z, cfg, source, timings)
@@ -772,7 +789,8 @@ def run(cfg: Config) -> dict:
                 print("  NMD: {} iterations in {:.1f}s, chi2/n = {:.3f}; residual RMS in sigmas: {}".format(
                     rep["iterations"], rep["seconds"], rep["chi2"] / max(rep["n_measurements"], 1),
                     ", ".join(f"{k} {v:.3f}" for k, v in rep["residual_rms"].items())), flush=True)
-        statement = privacy.mark_not_private(statement, not_private_reasons(cfg))
+        if statement is not None:  # dpsgd: marked once its statement exists (below)
+            statement = privacy.mark_not_private(statement, not_private_reasons(cfg))
         if pair_balance is None:
             pair_balance = cfg.pair_balance == "true"
         if cfg.method not in ("dpsgd", "public"):
@@ -806,6 +824,24 @@ def run(cfg: Config) -> dict:
                 init_state = distill(PublicTargets("knn", z, k=cfg.knn_k, pairs=knn_pairs),
                                      cfg.pair_balance != "false").state_dict()
                 timings["warm start"] = t.done()
+            clip = dpsgd_clip_value(cfg)
+            if clip is None:  # the public rule: C from public pairs at the (public) starting model
+                if init_state is None:  # random initialisation, fixed here so that C and training share it
+                    init_state = hashing.DualStreamHasher({v: x.shape[1] for v, x in feats(split.train).items()},
+                                                          cfg.bits, cfg.hidden, cnn).state_dict()
+                pub = np.random.default_rng([cfg.seed, 16])  # a public stream of its own
+                pairs = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(graph.n),
+                                                                       min(4096, privacy.n_pairs(graph.n)), pub))
+                clip = hashing.public_clip_norm(feats(split.train), bits=cfg.bits, hidden=cfg.hidden,
+                                                init_state=init_state, pairs=pairs, device=device, cnn_views=cnn)
+                print(f"  DP-SGD clip norm C = {clip:.4g} (public rule: 90th percentile of ||grad Theta|| over "
+                      f"{len(pairs[0])} public pairs)", flush=True)
+            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=cfg.dpsgd_batch_pairs,
+                                          clip_norm=clip, noise_multiplier=sigma, source=source)
+            spent = mechanism.epsilon_spent(steps=cfg.dpsgd_steps, delta=cfg.delta)
+            statement = privacy.mark_not_private(
+                dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure, clip=clip),
+                not_private_reasons(cfg))
             t = stage(f"DP-SGD: {cfg.dpsgd_steps} steps, noise multiplier {sigma:.4f}")
             model = hashing.train_dpsgd(feats(split.train), edge_lookup(graph), bits=cfg.bits,
                                         steps=cfg.dpsgd_steps, mechanism=mechanism,

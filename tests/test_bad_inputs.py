@@ -82,6 +82,8 @@ CASES = [
     ("epochs-0", lambda t: ["--epochs", "0"]),
     ("bits-12", lambda t: ["--bits", "12"]),
     ("dpsgd-clip-0", lambda t: ["--method", "dpsgd", "--dpsgd-clip", "0"]),
+    ("dpsgd-clip-word", lambda t: ["--method", "dpsgd", "--dpsgd-clip", "large"]),
+    ("dpsgd-clip-inf", lambda t: ["--method", "dpsgd", "--dpsgd-clip", "inf"]),
     ("dpsgd-lr-nan", lambda t: ["--method", "dpsgd", "--dpsgd-lr", "nan"]),
     ("fit-rank-above-proj-dim", lambda t: ["--fit-rank", "9"]),
     ("seed-negative", lambda t: ["--seed", "-1"]),

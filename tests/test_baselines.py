@@ -261,3 +261,52 @@ def test_dpsgd_warm_start_is_the_public_knn_reference_and_reads_no_private_graph
     assert not any(warm for _, warm in reads), reads       # nothing of the private graph during the warm start
     assert any(name == "has_edge" for name, _ in reads)     # ... while DP-SGD does read it (the spy works)
     assert all(0 < r["map"] <= 1 for r in m["retrieval"].values())
+
+
+def test_dpsgd_auto_clip_reads_no_private_graph_and_is_named_in_the_statement(tmp_path, monkeypatch):
+    """--dpsgd-clip auto (the default): C comes from public pairs at the public warm start. Nothing of the
+    private graph is read while it is computed, two different private graphs give the same C, the
+    mechanism uses it, and the statement names it; an explicit --dpsgd-clip skips the rule (issue 16)."""
+    import hashing
+    reads, state, got, mech_c = [], {"in_rule": False}, [], []
+    for name in ("rows", "has_edge", "dense", "_upper_edges"):
+        orig = getattr(data.PrivateGraph, name)
+
+        def spy(self, *a, _orig=orig, _name=name, **k):
+            reads.append((_name, state["in_rule"]))
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(data.PrivateGraph, name, spy)
+    orig_rule, orig_mech = hashing.public_clip_norm, privacy.EdgeDPSGD.__init__
+
+    def rule(*a, **k):
+        state["in_rule"] = True
+        try:
+            got.append(orig_rule(*a, **k))
+            return got[-1]
+        finally:
+            state["in_rule"] = False
+
+    def mech(self, **k):
+        mech_c.append(k["clip_norm"])
+        return orig_mech(self, **k)
+    monkeypatch.setattr(hashing, "public_clip_norm", rule)
+    monkeypatch.setattr(privacy.EdgeDPSGD, "__init__", mech)
+    rng = np.random.default_rng(5)
+    edges = rng.integers(0, 400, size=(300, 2))
+    np.savez(tmp_path / "random.npz", edges=edges[edges[:, 0] != edges[:, 1]])
+    runs = []
+    for extra in ([], ["--graph-file", str(tmp_path / "random.npz")]):
+        out = tmp_path / f"run{len(runs)}"
+        dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--out-dir", str(out)] + extra))
+        runs.append((next(out.iterdir()) / "privacy.txt").read_text())
+    assert len(got) == 2 and got[0] == got[1] and got[0] > 1  # public: the private graph does not move it
+    assert mech_c == got
+    assert not any(in_rule for _, in_rule in reads), reads
+    assert any(name == "has_edge" for name, _ in reads)  # DP-SGD itself reads the graph (the spy works)
+    for text in runs:
+        assert f"C = {got[0]:.6g} (from public data" in text
+    out = tmp_path / "explicit"
+    dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--dpsgd-clip", "2.5", "--out-dir", str(out)]))
+    assert len(got) == 2 and mech_c[-1] == 2.5  # the rule was not called
+    text = (next(out.iterdir()) / "privacy.txt").read_text()
+    assert "C = 2.5 (sensitivity C" in text and "from public data" not in text

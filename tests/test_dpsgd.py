@@ -637,3 +637,41 @@ def test_prior_reads_no_private_data_and_bad_prior_arguments_fail():
                        ({"prior_pairs": prior, "public_clip": False}, "public_clip")]:
         with pytest.raises(ValueError, match=match):
             train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+
+
+# ---------------------------------------------------------------------------
+# Issue 16, fifth pass: the clip norm from public data (--dpsgd-clip auto)
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("views", [("image", "text"), ("text",)])
+@pytest.mark.parametrize("method", ["ghost", "vmap"])
+def test_pair_grad_norms_match_autograd_one_pair_at_a_time(views, method):
+    model, feats = small_setup(views=views)
+    i = np.array([0, 1, 2, 3, 5, 0, 7, 4])
+    j = np.array([1, 4, 9, 11, 6, 10, 8, 2])
+    got = hashing.pair_grad_norms(model, feats, i, j, method=method, chunk_size=3)
+    ref = [math.sqrt(sum(float((g.double() ** 2).sum()) for g in autograd_theta_grad(model, feats, a, b).values()))
+           for a, b in zip(i.tolist(), j.tolist())]
+    assert got.dtype == np.float64 and got.shape == (len(i),)
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert len(set(np.round(got, 6))) > 1  # distinct pairs, distinct norms: the check can tell them apart
+
+
+def test_public_clip_norm_is_the_quantile_of_public_pair_norms():
+    model, feats = small_setup(views=("image", "text"))
+    x = {v: t.numpy() for v, t in feats.items()}
+    rng = np.random.default_rng(0)
+    i, j = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(len(x["text"])), 40, rng))
+    ref = np.array([math.sqrt(sum(float((g.double() ** 2).sum()) for g in autograd_theta_grad(model, feats, a, b)
+                                  .values())) for a, b in zip(i.tolist(), j.tolist())])
+    kw = dict(bits=model.bits, hidden=model.encoders["text"].net[0].out_features, init_state=model.state_dict(),
+              pairs=(i, j), device=torch.device("cpu"))
+    for q in (0.5, 0.9, 1.0):
+        assert hashing.public_clip_norm(x, quantile=q, **kw) == pytest.approx(float(np.quantile(ref, q)), rel=1e-5)
+    assert hashing.public_clip_norm(x, **kw) == pytest.approx(float(np.quantile(ref, 0.9)), rel=1e-5)  # the default
+    assert hashing.DPSGD_CLIP_QUANTILE == 0.9
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="quantile"):
+            hashing.public_clip_norm(x, quantile=bad, **kw)
+    with pytest.raises(ValueError, match="at least one public pair"):
+        hashing.public_clip_norm(x, **{**kw, "pairs": (np.zeros(0, int), np.zeros(0, int))})
