@@ -98,8 +98,10 @@ class Config:
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
     dpsgd_steps: int = 300            # DP-SGD steps (>= 1); the privacy cost grows with them
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
-    dpsgd_clip: str = "auto"          # per-edge clipping norm C: a number > 0, or auto (the public rule: the 90th
-                                      # percentile of ||grad Theta|| over public pairs at the warm start; issue 16)
+    dpsgd_clip: str = "1"             # per-edge clipping norm C: a number > 0 (default 1: far below the per-pair
+                                      # gradient norms, so nearly every term is normalised and C nearly cancels out),
+                                      # or auto (the 90th percentile of ||grad Theta|| over public pairs at the
+                                      # public warm start: the update is the likelihood's own gradient; issue 16)
     dpsgd_lr: float = 4e-3            # DP-SGD learning rate (for sgd: the most one clipped pair term moves the weights;
                                       # Adam's lr for adam); 4e-3 since issue 16's fifth pass (README)
     dpsgd_optimizer: str = "sgd"      # sgd (plain SGD, learning rate --dpsgd-lr x 2T B / C: one clipped pair
@@ -589,8 +591,9 @@ def graph_kind_of(cfg: Config) -> str:
 def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: dict, secure: bool, *,
                     clip: float) -> str:
     """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon); ``clip`` the C used."""
-    how = (" (from public data: the 90th percentile of per-pair gradient norms over public pairs at the public "
-           "warm start; --dpsgd-clip auto)" if dpsgd_clip_value(cfg) is None else "")
+    start = "the public warm start" if cfg.dpsgd_warm_start else "the random initialisation"
+    how = (f" (from public data: the 90th percentile of per-pair gradient norms over public pairs at {start}; "
+           "--dpsgd-clip auto)" if dpsgd_clip_value(cfg) is None else "")
     if sigma == 0:  # sanity mode (--epsilon inf): the caller marks it NOT PRIVATE
         return "\n".join([
             "Method dpsgd in sanity mode (--epsilon inf): no noise is added, so there is no differential privacy.",
@@ -884,6 +887,10 @@ def run(cfg: Config) -> dict:
         if split_record:
             metrics["split"] = split_record
         metrics["public_projection"] = {"proj_dim": cfg.proj_dim, "rank": int(z.shape[1])}  # public
+        if cfg.method == "dpsgd":  # the mechanism's public settings, C as the rule set it
+            metrics["dpsgd"] = {"clip_norm": mechanism.clip_norm, "clip_rule": "auto (public pairs)"
+                                if dpsgd_clip_value(cfg) is None else "fixed", "noise_multiplier": sigma, "q": q, "steps": cfg.dpsgd_steps,
+                                "lr": cfg.dpsgd_lr}
         metrics["retrieval_speed"] = retrieval_speed(qc[ds.views[0]], dc[ds.views[0]])
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone
@@ -1486,7 +1493,10 @@ def canonical_options(extra: list[str]) -> dict:
         cfg = parse_config(extra)
     except SystemExit:
         raise ValueError(f"--extra '{' '.join(extra)}' is not a valid set of run options") from None
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    out = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    clip = dpsgd_clip_value(cfg)  # '1', '1.0' and 1 are the same C; 'AUTO' is 'auto'
+    out["dpsgd_clip"] = "auto" if clip is None else clip
+    return out
 
 
 def _claim_output_folder(out: str, kind: str, extra: list[str]) -> None:

@@ -519,8 +519,8 @@ DPSGD_CLIP_QUANTILE = 0.9
 def public_clip_norm(features: dict[str, np.ndarray], *, bits: int, hidden: int, init_state: dict,
                      pairs: tuple[np.ndarray, np.ndarray], device: torch.device, cnn_views: tuple[str, ...] = (),
                      quantile: float = DPSGD_CLIP_QUANTILE) -> float:
-    """DP-SGD's clip norm C by a public rule (issue 16, fifth pass): the ``quantile`` of ||grad Theta_ij||
-    over PUBLIC pairs, for the model DP-SGD starts from.
+    """DP-SGD's clip norm C by a public rule (``--dpsgd-clip auto``; issue 16, fifth pass): the
+    ``quantile`` of ||grad Theta_ij|| over PUBLIC pairs, for the model DP-SGD starts from.
 
     Reads: the public features of the training items, ``init_state`` (the public-only warm start, or
     a random initialisation: no private data either way) and ``pairs``, a uniform sample of pairs
@@ -528,14 +528,17 @@ def public_clip_norm(features: dict[str, np.ndarray], *, bits: int, hidden: int,
     the mechanism's first step, and the proof of ``privacy.EdgeDPSGD`` (sensitivity C) holds as for
     any C > 0.
 
-    Why (measured; README, "DP-SGD"). grad Theta_ij has nearly the same norm for every pair (synthetic
-    default, warm start: 57 / 64 / 72 at the 10th / 50th / 90th percentile; MIRFlickr 24 / 27 / 30).
-    At the old constant C = 1 every term was cut by about 30-70x, so each became a unit direction: the
-    label-free term sigmoid(theta) grad theta lost its sigmoid weight (pairs already far apart were
-    pushed apart at full force), and with one view an edge's public and private terms cancelled
-    exactly, so edges attracted nothing. With C at the 90th percentile about nine terms in ten are
-    unclipped and the update is the gradient of the pairwise likelihood itself; a larger C would
-    only add noise (sigma C). Under 'sgd' one clipped term still moves the weights by at most lr.
+    What it changes (measured; README, "DP-SGD", fifth pass). grad Theta_ij has nearly the same norm
+    for every pair (synthetic default, warm start: 57 / 64 / 72 at the 10th / 50th / 90th percentile;
+    MIRFlickr 24 / 27 / 30). At the default C = 1 every edge term is cut 25-70x to a unit direction,
+    and so is every label-free term sigmoid(theta) grad theta except for pairs already far apart
+    (sigmoid(theta) below about 1/30). Under 'sgd' (learning rate lr / u, u = C / (2T B)) C then
+    cancels out of the update: it is nearly the sum of per-pair gradient DIRECTIONS, the label-free term sigmoid(theta) grad theta loses its sigmoid
+    weight, and with one view an edge's public and private terms cancel exactly. With C at the 90th
+    percentile about nine terms in ten are unclipped and the update is the pairwise likelihood's own
+    gradient. That converges where the normalised update drifts (synthetic, no noise: above the
+    non-private reference), but its terms are smaller against the same noise (lr sigma per weight),
+    so it loses more at small epsilon; it is not the default.
     """
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1]")
@@ -621,9 +624,9 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     quantities, never the private graph: steps T = 300, expected batch B = 4096 pairs, ``lr`` = 4e-3
     and the public sample |S'| = B are fixed constants; q = B / M from the public N; the noise
     multiplier from (q, T, epsilon, delta) by ``privacy.calibrate_noise_multiplier``; the clip norm
-    C (the mechanism's) by ``public_clip_norm`` from public pairs at the public starting model
-    (``--dpsgd-clip auto``, fifth pass; until then the constant C = 1, which cut every pair term to a
-    unit direction).
+    C (the mechanism's) is the constant 1, far below the per-pair gradient norms (so under 'sgd' C
+    nearly cancels out of the update; ``public_clip_norm``), or ``--dpsgd-clip auto``: ``public_clip_norm`` from public pairs at
+    the public starting model (fifth pass).
     The optimiser (``optimizer``, ``dpsgd_optimizer``; issue 16, third pass): 'sgd' (default) is
     plain SGD with learning rate lr / u, u = C / (2T B) the largest gradient one clipped pair term
     can make (2T here is the number of logits per pair, ``n_logits``). So one pair term moves the
