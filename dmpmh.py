@@ -98,7 +98,7 @@ class Config:
     # --- DP-SGD baseline (--method dpsgd) ---------------------------------
     dpsgd_steps: int = 300            # DP-SGD steps (>= 1); the privacy cost grows with them
     dpsgd_batch_pairs: int = 4096     # expected Poisson sample of training pairs per step, in (0, N(N-1)/2]
-    dpsgd_clip: str = "1"             # per-edge clipping norm C: a number > 0 (default 1: far below the per-pair
+    dpsgd_clip: str = "auto"          # per-edge clipping norm C: a number > 0 (1: far below the per-pair
                                       # gradient norms, so nearly every term is normalised and C nearly cancels out),
                                       # or auto (the 90th percentile of ||grad Theta|| over public pairs at the
                                       # public warm start: the update is the likelihood's own gradient; issue 16)

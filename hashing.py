@@ -528,17 +528,19 @@ def public_clip_norm(features: dict[str, np.ndarray], *, bits: int, hidden: int,
     the mechanism's first step, and the proof of ``privacy.EdgeDPSGD`` (sensitivity C) holds as for
     any C > 0.
 
-    What it changes (measured; README, "DP-SGD", fifth pass). grad Theta_ij has nearly the same norm
-    for every pair (synthetic default, warm start: 57 / 64 / 72 at the 10th / 50th / 90th percentile;
-    MIRFlickr 24 / 27 / 30). At the default C = 1 every edge term is cut 25-70x to a unit direction,
-    and so is every label-free term sigmoid(theta) grad theta except for pairs already far apart
-    (sigmoid(theta) below about 1/30). Under 'sgd' (learning rate lr / u, u = C / (2T B)) C then
-    cancels out of the update: it is nearly the sum of per-pair gradient DIRECTIONS, the label-free term sigmoid(theta) grad theta loses its sigmoid
-    weight, and with one view an edge's public and private terms cancel exactly. With C at the 90th
-    percentile about nine terms in ten are unclipped and the update is the pairwise likelihood's own
-    gradient. That converges where the normalised update drifts (synthetic, no noise: above the
-    non-private reference), but its terms are smaller against the same noise (lr sigma per weight),
-    so it loses more at small epsilon; it is not the default.
+    What it changes (measured; README, "DP-SGD", fifth pass). grad Theta_ij has nearly the same
+    norm for every pair (synthetic default, warm start: 57 / 64 / 72 at the 10th / 50th / 90th
+    percentile; MIRFlickr 24 / 27 / 30). At C = 1 (the default until then) every edge term is cut
+    25-70x to a unit direction, and so is every label-free term sigmoid(theta) grad theta except
+    for pairs already far apart (sigmoid(theta) below about 1/30). Under 'sgd' (learning rate
+    lr / u, u = C / (2T B)) C then nearly cancels out of the update, which becomes a sum of per-pair
+    gradient DIRECTIONS: the label-free term loses its sigmoid weight, and with one view an edge's
+    public and private terms cancel exactly. With C at the 90th percentile about nine terms in ten
+    are unclipped and the update is the pairwise likelihood's own gradient. It converges where the
+    normalised update drifts (synthetic, no noise: above the non-private reference), and since its
+    terms are smaller against the same noise (lr sigma per weight), epsilon now matters. It is the
+    default; ``--dpsgd-clip 1`` gives the normalised update, which was stronger on the MIRFlickr
+    label graph (README).
     """
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1]")
@@ -624,9 +626,9 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     quantities, never the private graph: steps T = 300, expected batch B = 4096 pairs, ``lr`` = 4e-3
     and the public sample |S'| = B are fixed constants; q = B / M from the public N; the noise
     multiplier from (q, T, epsilon, delta) by ``privacy.calibrate_noise_multiplier``; the clip norm
-    C (the mechanism's) is the constant 1, far below the per-pair gradient norms (so under 'sgd' C
-    nearly cancels out of the update; ``public_clip_norm``), or ``--dpsgd-clip auto``: ``public_clip_norm`` from public pairs at
-    the public starting model (fifth pass).
+    C (the mechanism's) by ``public_clip_norm`` from public pairs at the public starting model
+    (``--dpsgd-clip auto``, the default since the fifth pass), or a given constant (1, the earlier
+    default, is far below the per-pair gradient norms, so under 'sgd' C nearly cancels out).
     The optimiser (``optimizer``, ``dpsgd_optimizer``; issue 16, third pass): 'sgd' (default) is
     plain SGD with learning rate lr / u, u = C / (2T B) the largest gradient one clipped pair term
     can make (2T here is the number of logits per pair, ``n_logits``). So one pair term moves the

@@ -264,7 +264,7 @@ def test_dpsgd_warm_start_is_the_public_knn_reference_and_reads_no_private_graph
 
 
 def test_dpsgd_auto_clip_reads_no_private_graph_and_is_named_in_the_statement(tmp_path, monkeypatch):
-    """--dpsgd-clip auto: C comes from public pairs at the public warm start. Nothing of the
+    """--dpsgd-clip auto (the default): C comes from public pairs at the public warm start. Nothing of the
     private graph is read while it is computed, two different private graphs give the same C, the
     mechanism uses it, and the statement names it; an explicit --dpsgd-clip skips the rule (issue 16)."""
     import hashing
@@ -314,17 +314,17 @@ def test_dpsgd_auto_clip_reads_no_private_graph_and_is_named_in_the_statement(tm
     assert "C = 2.5 (sensitivity C" in text and "from public data" not in text
     out = tmp_path / "default"
     dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--out-dir", str(out)]))
-    assert len(got) == 2 and mech_c[-1] == 1.0  # the default: C = 1, no rule
-    assert "C = 1 (sensitivity C" in (next(out.iterdir()) / "privacy.txt").read_text()
+    assert len(got) == 3 and mech_c[-1] == got[-1] == got[0]  # the default is the rule: same data, same C
+    assert "(from public data: the 90th percentile" in (next(out.iterdir()) / "privacy.txt").read_text()
 
 
 def test_dpsgd_clip_option_values_and_canonical_form():
     cfg = lambda v: dmpmh.parse_config(["--dpsgd-clip", v])  # noqa: E731
     assert dmpmh.dpsgd_clip_value(cfg("auto")) is None and dmpmh.dpsgd_clip_value(cfg(" AUTO ")) is None
-    assert dmpmh.dpsgd_clip_value(cfg("2.5")) == 2.5 and dmpmh.dpsgd_clip_value(dmpmh.Config()) == 1.0
+    assert dmpmh.dpsgd_clip_value(cfg("2.5")) == 2.5 and dmpmh.dpsgd_clip_value(dmpmh.Config()) is None
     for bad in ("0", "-1", "inf", "nan", "large", ""):
         with pytest.raises(ValueError, match="--dpsgd-clip"):
             dmpmh.dpsgd_clip_value(cfg(bad))
     canon = dmpmh.canonical_options
-    assert canon(["--dpsgd-clip", "1.0"]) == canon([]) == canon(["--dpsgd-clip", "1"])
-    assert canon(["--dpsgd-clip", "AUTO"]) == canon(["--dpsgd-clip", "auto"]) != canon([])
+    assert canon(["--dpsgd-clip", "1.0"]) == canon(["--dpsgd-clip", "1"]) != canon([])
+    assert canon(["--dpsgd-clip", "AUTO"]) == canon(["--dpsgd-clip", "auto"]) == canon([])
