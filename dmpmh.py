@@ -888,9 +888,9 @@ def run(cfg: Config) -> dict:
             metrics["split"] = split_record
         metrics["public_projection"] = {"proj_dim": cfg.proj_dim, "rank": int(z.shape[1])}  # public
         if cfg.method == "dpsgd":  # the mechanism's public settings, C as the rule set it
-            metrics["dpsgd"] = {"clip_norm": mechanism.clip_norm, "clip_rule": "auto (public pairs)"
-                                if dpsgd_clip_value(cfg) is None else "fixed", "noise_multiplier": sigma, "q": q, "steps": cfg.dpsgd_steps,
-                                "lr": cfg.dpsgd_lr}
+            rule = "auto (public pairs)" if dpsgd_clip_value(cfg) is None else "fixed"
+            metrics["dpsgd"] = {"clip_norm": mechanism.clip_norm, "clip_rule": rule, "noise_multiplier": sigma,
+                                "q": q, "steps": cfg.dpsgd_steps, "lr": cfg.dpsgd_lr}
         metrics["retrieval_speed"] = retrieval_speed(qc[ds.views[0]], dc[ds.views[0]])
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone

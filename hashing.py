@@ -473,9 +473,19 @@ def clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tensor], i:
     time (any network); 'ghost': ``ghost_clipped_edge_sum`` (MLP streams, same
     result, no per-example gradients held); 'auto': ghost where it applies.
     """
+    out = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    for part, _ in _clipped_chunks(model, feats, i, j, clip_norm, method, chunk_size, fn):
+        for k in out:
+            out[k] += part[k]
+    return out
+
+
+def _clipped_chunks(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray,
+                    clip_norm: float, method: str, chunk_size: int, fn=_theta_sum):
+    """Yield (clipped sum, per-pair norms) chunk by chunk: the one dispatch behind ``clipped_edge_sum``
+    and ``pair_grad_norms`` ('auto': ghost where every stream is an MLP, else vmap)."""
     if method == "auto":
         method = "ghost" if all(isinstance(enc, MLPEncoder) for enc in model.encoders.values()) else "vmap"
-    out = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
     if method == "ghost":
         step = max(chunk_size, 4096)  # per-edge state is O(hidden), not O(parameters)
     elif method == "vmap":
@@ -484,12 +494,9 @@ def clipped_edge_sum(model: DualStreamHasher, feats: dict[str, torch.Tensor], i:
         raise ValueError(f"per-edge gradient method={method!r}: choose auto, vmap or ghost")
     for s in range(0, len(i), step):
         if method == "ghost":
-            part, _ = ghost_clipped_edge_sum(model, feats, i[s:s + step], j[s:s + step], clip_norm, fn)
+            yield ghost_clipped_edge_sum(model, feats, i[s:s + step], j[s:s + step], clip_norm, fn)
         else:
-            part, _ = clip_and_sum(per_edge_theta_grads(model, feats, i[s:s + step], j[s:s + step], fn), clip_norm)
-        for k in out:
-            out[k] += part[k]
-    return out
+            yield clip_and_sum(per_edge_theta_grads(model, feats, i[s:s + step], j[s:s + step], fn), clip_norm)
 
 
 def pair_grad_norms(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: np.ndarray, j: np.ndarray, *,
@@ -498,19 +505,21 @@ def pair_grad_norms(model: DualStreamHasher, feats: dict[str, torch.Tensor], i: 
 
     The same norms that ``clipped_edge_sum`` compares with C (ghost or vmap, ``method`` as there);
     call ``model.eval()`` first. Used on PUBLIC pairs only (``public_clip_norm``)."""
-    if method == "auto":
-        method = "ghost" if all(isinstance(enc, MLPEncoder) for enc in model.encoders.values()) else "vmap"
-    if method not in ("ghost", "vmap"):
-        raise ValueError(f"per-edge gradient method={method!r}: choose auto, vmap or ghost")
-    step = max(chunk_size, 4096) if method == "ghost" else chunk_size
-    out = []
-    for s in range(0, len(i), step):
-        if method == "ghost":
-            _, nrm = ghost_clipped_edge_sum(model, feats, i[s:s + step], j[s:s + step], 1.0)
-        else:
-            _, nrm = clip_and_sum(per_edge_theta_grads(model, feats, i[s:s + step], j[s:s + step]), 1.0)
-        out.append(nrm.detach().cpu().numpy().astype(np.float64))
+    out = [nrm.detach().cpu().numpy().astype(np.float64)
+           for _, nrm in _clipped_chunks(model, feats, i, j, 1.0, method, chunk_size)]
     return np.concatenate(out) if out else np.zeros(0)
+
+
+def _dpsgd_start(features: dict[str, np.ndarray], bits: int, hidden: int, cnn_views: tuple[str, ...],
+                 device: torch.device, init_state: dict | None) -> tuple[DualStreamHasher, dict[str, torch.Tensor]]:
+    """DP-SGD's starting model (eval mode: no dropout; ``init_state`` loaded if given, else torch's
+    initialisation) and the features as float32 tensors on ``device``."""
+    model = DualStreamHasher({v: x.shape[1] for v, x in features.items()}, bits, hidden, cnn_views).to(device)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.eval()
+    tensors = {v: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for v, x in features.items()}
+    return model, tensors
 
 
 DPSGD_CLIP_QUANTILE = 0.9
@@ -544,10 +553,7 @@ def public_clip_norm(features: dict[str, np.ndarray], *, bits: int, hidden: int,
     """
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile={quantile!r} must be in (0, 1]")
-    model = DualStreamHasher({v: x.shape[1] for v, x in features.items()}, bits, hidden, cnn_views).to(device)
-    model.load_state_dict(init_state)
-    model.eval()
-    tensors = {v: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for v, x in features.items()}
+    model, tensors = _dpsgd_start(features, bits, hidden, cnn_views, device, init_state)
     i, j = (np.asarray(a, dtype=np.int64) for a in pairs)
     if not len(i):
         raise ValueError("public_clip_norm needs at least one public pair")
@@ -722,11 +728,7 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     clip_norm = mechanism.clip_norm
     n_pub = max(1, int(round(expected_batch_pairs))) if public_pairs is None else int(public_pairs)
     n_pub = min(n_pub, mechanism.m)
-    model = DualStreamHasher({v: x.shape[1] for v, x in features.items()}, bits, hidden, cnn_views).to(device)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model.eval()
-    tensors = {v: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(device) for v, x in features.items()}
+    model, tensors = _dpsgd_start(features, bits, hidden, cnn_views, device, init_state)
     names = [k for k, _ in model.named_parameters()]
     sizes = [p.numel() for _, p in model.named_parameters()]
     n_logits = 2 * len(_view_pairs(list(features)))
