@@ -231,18 +231,23 @@ def test_ablation_writes_table(tmp_path):
     assert len(list((out / "cells").iterdir())) == len(dmpmh.ABLATIONS) + len(dmpmh.PUBLIC_VARIANTS)
 
 
+def _spy_graph_reads(monkeypatch, reads, state, flag):
+    """Record (method name, state[flag] at the call) for every call of a PrivateGraph method that reads edges."""
+    for name in ("rows", "has_edge", "dense", "_upper_edges"):
+        orig = getattr(data.PrivateGraph, name)
+
+        def spy(self, *a, _orig=orig, _name=name, **k):
+            reads.append((_name, state[flag]))
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(data.PrivateGraph, name, spy)
+
+
 def test_dpsgd_warm_start_is_the_public_knn_reference_and_reads_no_private_graph(tmp_path, monkeypatch):
     """--dpsgd-warm-start true trains what --method public --public-graph knn trains (public kNN graph,
     pair balance on), and no method of the private graph is called while it trains (issue 16)."""
     import hashing
     seen, reads, state = [], [], {"warm": False}
-    for name in ("rows", "has_edge", "dense", "_upper_edges"):
-        orig = getattr(data.PrivateGraph, name)
-
-        def spy(self, *a, _orig=orig, _name=name, **k):
-            reads.append((_name, state["warm"]))
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(data.PrivateGraph, name, spy)
+    _spy_graph_reads(monkeypatch, reads, state, "warm")
     orig_train = hashing.train_hashing
 
     def train(features, targets, **kw):
@@ -269,13 +274,7 @@ def test_dpsgd_auto_clip_reads_no_private_graph_and_is_named_in_the_statement(tm
     mechanism uses it, and the statement names it; an explicit --dpsgd-clip skips the rule (issue 16)."""
     import hashing
     reads, state, got, mech_c = [], {"in_rule": False}, [], []
-    for name in ("rows", "has_edge", "dense", "_upper_edges"):
-        orig = getattr(data.PrivateGraph, name)
-
-        def spy(self, *a, _orig=orig, _name=name, **k):
-            reads.append((_name, state["in_rule"]))
-            return _orig(self, *a, **k)
-        monkeypatch.setattr(data.PrivateGraph, name, spy)
+    _spy_graph_reads(monkeypatch, reads, state, "in_rule")
     orig_rule, orig_mech = hashing.public_clip_norm, privacy.EdgeDPSGD.__init__
 
     def rule(*a, **k):
