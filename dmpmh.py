@@ -116,6 +116,12 @@ class Config:
                                       # unless --pair-balance false; reads no private data, so no budget);
                                       # false: random initialisation
     dpsgd_accountant: str = "best"    # best (the smaller of RDP and PLD, both upper bounds) | rdp | pld
+    dpsgd_sampling: str = "auto"      # auto (issue 16, sixth pass: a noisy edge count, 5% of epsilon and delta,
+                                      # chooses: edges below released density 0.1, else pairs) | edges (q from that
+                                      # count, so that a step samples about --dpsgd-edges-per-step edges; the
+                                      # pair-balanced likelihood) | pairs (q = B / M, the unbalanced likelihood:
+                                      # about B x density edges a step, few on sparse graphs; no count released)
+    dpsgd_edges_per_step: int = 2048  # edges sampling: the expected number of sampled edges per step (public)
     # --- run --------------------------------------------------------------
     device: str = "cpu"               # cpu | cuda | auto (a GPU where torch sees one)
     seed: int = 0                     # seeds the split, synthetic data and networks (not the DP noise); >= 0
@@ -188,11 +194,16 @@ def validate_config(cfg: Config) -> None:
         if getattr(cfg, k) is not None:
             num(k, getattr(cfg, k), kind=int, low=1, hint=" (omit the option for the default size)")
     for k in ("max_degree", "knn_k", "proj_dim", "support_k", "epochs", "hidden", "dpsgd_steps",
-              "dpsgd_batch_pairs"):
+              "dpsgd_batch_pairs", "dpsgd_edges_per_step"):
         num(k, getattr(cfg, k), kind=int, low=1)
     if cfg.dpsgd_public_pairs is not None:
         num("dpsgd_public_pairs", cfg.dpsgd_public_pairs, kind=int, low=1,
             hint=" (omit the option for the default: --dpsgd-batch-pairs)")
+    if cfg.dpsgd_sampling not in ("auto", "edges", "pairs"):
+        raise ValueError(f"--dpsgd-sampling {cfg.dpsgd_sampling!r}: choose auto, edges or pairs")
+    if cfg.method == "dpsgd" and cfg.dpsgd_sampling != "pairs" and not cfg.dpsgd_public_clip:
+        raise ValueError(f"--dpsgd-sampling {cfg.dpsgd_sampling} needs --dpsgd-public-clip true (every term is "
+                         "clipped to C); use --dpsgd-sampling pairs for the unclipped public part")
     if cfg.dpsgd_accountant not in ("best", "rdp", "pld"):
         raise ValueError(f"--dpsgd-accountant {cfg.dpsgd_accountant!r}: choose best, rdp or pld")
     if cfg.dpsgd_optimizer not in DPSGD_OPTIMIZERS:
@@ -588,32 +599,75 @@ def graph_kind_of(cfg: Config) -> str:
     return f"file {os.path.basename(cfg.graph_file)}" if cfg.graph_file else cfg.graph
 
 
+def clip_rule_words(linked: bool) -> str:
+    """The public clip rule in words: which quantile of which per-pair gradient norm (hashing.public_clip_norm)."""
+    import hashing  # called from run, once torch is loaded
+    if linked:
+        return (f"the {hashing.DPSGD_EDGES_CLIP_QUANTILE * 100:g}th percentile of the linked-pair loss's "
+                "||grad l+||")
+    return f"the {hashing.DPSGD_CLIP_QUANTILE * 100:g}th percentile of ||grad Theta||"
+
+
 def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, spent: dict, secure: bool, *,
-                    clip: float) -> str:
-    """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon); ``clip`` the C used."""
+                    clip: float, edge_rate: dict | None = None) -> str:
+    """The DP-SGD privacy statement; ``spent`` is EdgeDPSGD.epsilon_spent (rdp, pld, epsilon) of the steps;
+    ``clip`` the C used; ``edge_rate`` the 'edges' sampling's count release (``privacy.dpsgd_edge_rate``)."""
     start = "the public warm start" if cfg.dpsgd_warm_start else "the random initialisation"
-    how = (f" (from public data: the 90th percentile of per-pair gradient norms over public pairs at {start}; "
-           "--dpsgd-clip auto)" if dpsgd_clip_value(cfg) is None else "")
+    balanced = edge_rate is not None and edge_rate["sampling"] == "edges"
+    if sigma == 0 and edge_rate is not None and cfg.dpsgd_sampling == "auto":  # the choice read the exact m
+        rule = "the rule of the sampling chosen (not shown)"
+    else:
+        rule = clip_rule_words(edge_rate is not None and edge_rate["sampling"] == "edges")
+    how = (f" (from public data: {rule} over public pairs at {start}; --dpsgd-clip auto)"
+           if dpsgd_clip_value(cfg) is None else "")
+    loss = "the pair-balanced pairwise likelihood" if balanced else "the pairwise likelihood"
     if sigma == 0:  # sanity mode (--epsilon inf): the caller marks it NOT PRIVATE
+        if edge_rate is None:
+            loss, rate = "the pairwise likelihood", f"rate q = {q:.6g}"
+        elif cfg.dpsgd_sampling == "auto":
+            loss, rate = ("the pairwise likelihood, balanced or not", "a rate q and a sampling ('edges' or "
+                          "'pairs') chosen from the EXACT edge count (not shown)")
+        else:
+            rate = "a rate q set from the EXACT edge count (not shown)"
         return "\n".join([
             "Method dpsgd in sanity mode (--epsilon inf): no noise is added, so there is no differential privacy.",
             f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
-            f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
-            f"rate q = {q:.6g}, per-edge clipping to C = {clip:.6g}{how}, and NO noise.",
+            f"Mechanism: DP-SGD on {loss}, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
+            f"{rate}, per-edge clipping to C = {clip:.6g}{how}, and NO noise.",
             privacy.NOT_COVERED]) + "\n"
     eps = spent["epsilon"] if cfg.dpsgd_accountant == "best" else spent[cfg.dpsgd_accountant]
     pld = "n/a" if spent["pld"] is None else f"{spent['pld']:.4g}"
+    count = []
+    total_eps = eps
+    if edge_rate is not None:
+        total_eps = eps + edge_rate["count_epsilon"]
+        density = edge_rate["noisy_edges"] / privacy.n_pairs(n)
+        chose = ""
+        if cfg.dpsgd_sampling == "auto":
+            chose = (f"It chooses the sampling (--dpsgd-sampling auto): the released density {density:.4g} is "
+                     + (f"below {privacy.SPARSE_DENSITY:g}, so 'edges'. " if balanced else
+                        f"at least {privacy.SPARSE_DENSITY:g}, so 'pairs' (q = B / M). "))
+        rate = (f"It sets the pair sampling rate q = min(1, {cfg.dpsgd_edges_per_step} / released count) "
+                "(post-processing), so that a step samples about --dpsgd-edges-per-step edges. " if balanced else "")
+        count = [
+            f"Edge count: the number of edges plus Gaussian noise of std {edge_rate['count_sigma']:.6g} "
+            f"(sensitivity 1), released as {edge_rate['noisy_edges']:.1f}: ({edge_rate['count_epsilon']:.4g}, "
+            f"{edge_rate['count_delta']:.3g})-DP, {privacy.DPSGD_COUNT_SHARE:g} of the budget. {chose}{rate}"
+            "The steps below get the rest of epsilon and delta, and the two compose by basic composition "
+            "(privacy.dpsgd_edge_rate)."]
     return "\n".join([
-        f"This run satisfies ({eps:.4g}, {cfg.delta:g})-differential privacy at the edge level (method dpsgd; "
+        f"This run satisfies ({total_eps:.4g}, {cfg.delta:g})-differential privacy at the edge level (method dpsgd; "
         f"target epsilon {cfg.epsilon:g}).",
         f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
         "Neighbouring relation: two private graphs on the same training items that differ in exactly one edge.",
-        f"Mechanism: DP-SGD on the pairwise likelihood, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
+        *count,
+        f"Mechanism: DP-SGD on {loss}, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
         f"rate q = {q:.6g}, the label-dependent part of each sampled edge's gradient clipped to C = "
         f"{clip:.6g}{how} (sensitivity C: one edge adds or removes one clipped term), Gaussian noise with "
         f"multiplier {sigma:.6g}, from " + ("the operating system's secure random source." if secure
                                             else "a FIXED SEED (--insecure-seed): NOT SECURE."),
-        f"Accounting ({cfg.dpsgd_accountant}): Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & "
+        f"Accounting of the steps ({cfg.dpsgd_accountant}"
+        + (f", at delta {edge_rate['steps_delta']:.3g}" if edge_rate is not None else "") + "): Renyi DP of the Poisson-subsampled Gaussian (Mironov, Talwar & "
         f"Zhang, arXiv 1908.10530, Sec. 3.3), composed over steps, converted by Balle et al., arXiv 1905.09982, "
         f"Thm. 21: epsilon {spent['rdp']:.4g}; privacy-loss distribution, pessimistically discretised and composed "
         f"by FFT (privacy.pld_dpsgd_epsilon): epsilon {pld}. Both are upper bounds; the smaller is claimed "
@@ -760,11 +814,31 @@ def run(cfg: Config) -> dict:
             q = cfg.dpsgd_batch_pairs / (graph.n * (graph.n - 1) / 2)
             if not 0 < q <= 1:
                 raise ValueError(f"dpsgd_batch_pairs={cfg.dpsgd_batch_pairs} must be in (0, N(N-1)/2]")
+            steps_eps, steps_delta, edge_rate, sampling = cfg.epsilon, cfg.delta, None, cfg.dpsgd_sampling
+            if sampling in ("auto", "edges"):  # a noisy edge count (accounted: privacy.dpsgd_edge_rate)
+                t = stage("DP-SGD: the noisy edge count that sets the sampling")
+                edge_rate = privacy.dpsgd_edge_rate(graph, epsilon=cfg.epsilon, delta=cfg.delta,
+                                                    edges_per_step=cfg.dpsgd_edges_per_step, source=source)
+                steps_eps, steps_delta = edge_rate["steps_epsilon"], edge_rate["steps_delta"]
+                if sampling == "auto":  # post-processing of the count: DMP-MH's sparse-graph rule
+                    sparse = edge_rate["noisy_edges"] / privacy.n_pairs(graph.n) < privacy.SPARSE_DENSITY
+                    sampling = "edges" if sparse else "pairs"
+                if sampling == "edges":
+                    q = edge_rate["q"]
+                edge_rate["sampling"] = sampling
+                if cfg.epsilon == math.inf:  # the exact count: neither it nor what it chose is shown, even here
+                    print("  sanity mode: the exact edge count sets the sampling (not printed; NOT PRIVATE)",
+                          flush=True)
+                else:
+                    print(f"  released edge count {edge_rate['noisy_edges']:.1f} (noise std "
+                          f"{edge_rate['count_sigma']:.3g}) -> sampling {sampling}, pair sampling rate q = "
+                          f"{q:.4g}", flush=True)
+                timings["edge count"] = t.done()
             if cfg.epsilon == math.inf:
                 sigma = 0.0  # sanity mode: no noise, NOT PRIVATE (marked below)
             else:
-                sigma = privacy.calibrate_noise_multiplier(q=q, steps=cfg.dpsgd_steps, epsilon=cfg.epsilon,
-                                                           delta=cfg.delta, accountant=cfg.dpsgd_accountant)
+                sigma = privacy.calibrate_noise_multiplier(q=q, steps=cfg.dpsgd_steps, epsilon=steps_eps,
+                                                           delta=steps_delta, accountant=cfg.dpsgd_accountant)
             # the mechanism and its statement are built once C is fixed (below: C may come from the public
             # warm start); nothing here or there reads the graph
         else:
@@ -835,15 +909,21 @@ def run(cfg: Config) -> dict:
                 pub = np.random.default_rng([cfg.seed, 16])  # a public stream of its own
                 pairs = privacy.pair_from_index(privacy.uniform_subset(privacy.n_pairs(graph.n),
                                                                        min(4096, privacy.n_pairs(graph.n)), pub))
+                linked = sampling == "edges"  # the per-edge function's norms: l+ under 'edges', Theta under 'pairs'
+                quantile = hashing.DPSGD_EDGES_CLIP_QUANTILE if linked else hashing.DPSGD_CLIP_QUANTILE
                 clip = hashing.public_clip_norm(feats(split.train), bits=cfg.bits, hidden=cfg.hidden,
-                                                init_state=init_state, pairs=pairs, device=device, cnn_views=cnn)
-                print(f"  DP-SGD clip norm C = {clip:.4g} (public rule: 90th percentile of ||grad Theta|| over "
-                      f"{len(pairs[0])} public pairs)", flush=True)
-            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=cfg.dpsgd_batch_pairs,
+                                                init_state=init_state, pairs=pairs, device=device, cnn_views=cnn,
+                                                quantile=quantile, linked=linked)
+                hidden_choice = cfg.epsilon == math.inf and cfg.dpsgd_sampling == "auto"  # chosen from the exact m
+                print(f"  DP-SGD clip norm C = {clip:.4g} (public rule: "
+                      + ("the one of the sampling chosen, not shown in sanity mode" if hidden_choice
+                         else clip_rule_words(linked)) + f" over {len(pairs[0])} public pairs)", flush=True)
+            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=q * privacy.n_pairs(graph.n),
                                           clip_norm=clip, noise_multiplier=sigma, source=source)
-            spent = mechanism.epsilon_spent(steps=cfg.dpsgd_steps, delta=cfg.delta)
+            spent = mechanism.epsilon_spent(steps=cfg.dpsgd_steps, delta=steps_delta)
             statement = privacy.mark_not_private(
-                dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure, clip=clip),
+                dpsgd_statement(cfg, ds.name, graph.n, q, sigma, spent, source.secure, clip=clip,
+                                edge_rate=edge_rate),
                 not_private_reasons(cfg))
             t = stage(f"DP-SGD: {cfg.dpsgd_steps} steps, noise multiplier {sigma:.4f}")
             model = hashing.train_dpsgd(feats(split.train), edge_lookup(graph), bits=cfg.bits,
@@ -851,9 +931,13 @@ def run(cfg: Config) -> dict:
                                         lr=cfg.dpsgd_lr, hidden=cfg.hidden, device=device,
                                         log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
                                         public_seed=cfg.seed, public_clip=cfg.dpsgd_public_clip,
-                                        public_pairs=cfg.dpsgd_public_pairs, init_state=init_state,
+                                        public_pairs=(cfg.dpsgd_public_pairs or cfg.dpsgd_batch_pairs
+                                                      if sampling == "edges" else cfg.dpsgd_public_pairs),
+                                        init_state=init_state,
                                         prior_pairs=knn_pairs if use_prior else None,
-                                        optimizer=cfg.dpsgd_optimizer)
+                                        optimizer=cfg.dpsgd_optimizer, sampling=sampling,
+                                        edge_denominator=None if sampling == "pairs" else
+                                        q * max(edge_rate["noisy_edges"], 1.0))
             del graph
         else:
             del graph  # hashing never sees it
@@ -889,8 +973,14 @@ def run(cfg: Config) -> dict:
         metrics["public_projection"] = {"proj_dim": cfg.proj_dim, "rank": int(z.shape[1])}  # public
         if cfg.method == "dpsgd":  # the mechanism's public settings, C as the rule set it
             rule = "auto (public pairs)" if dpsgd_clip_value(cfg) is None else "fixed"
+            shown = edge_rate is None or edge_rate["count_sigma"] > 0  # sanity mode: q and 'auto's choice read m
             metrics["dpsgd"] = {"clip_norm": mechanism.clip_norm, "clip_rule": rule, "noise_multiplier": sigma,
-                                "q": q, "steps": cfg.dpsgd_steps, "lr": cfg.dpsgd_lr}
+                                "q": q if shown else None, "steps": cfg.dpsgd_steps, "lr": cfg.dpsgd_lr,
+                                "sampling": cfg.dpsgd_sampling,
+                                "sampling_used": sampling if shown or cfg.dpsgd_sampling != "auto" else None}
+            if edge_rate is not None and edge_rate["count_sigma"] > 0:  # the released (noisy) count and its share
+                metrics["dpsgd"]["edge_count"] = {k: edge_rate[k] for k in (
+                    "noisy_edges", "count_sigma", "count_epsilon", "count_delta")}
         metrics["retrieval_speed"] = retrieval_speed(qc[ds.views[0]], dc[ds.views[0]])
         # link reconstruction: the attacker scores training pairs by code similarity,
         # next to the same attack on public features alone

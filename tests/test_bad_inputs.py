@@ -129,6 +129,9 @@ CASES = [
     ("dpsgd-optimizer-bad", lambda t: ["--method", "dpsgd", "--dpsgd-optimizer", "rmsprop"]),
     ("dpsgd-optimizer-empty", lambda t: ["--method", "dpsgd", "--dpsgd-optimizer", ""]),
     ("dpsgd-lr-negative", lambda t: ["--method", "dpsgd", "--dpsgd-lr", "-1e-3"]),
+    ("dpsgd-sampling-bad", lambda t: ["--method", "dpsgd", "--dpsgd-sampling", "nodes"]),
+    ("dpsgd-edges-per-step-0", lambda t: ["--method", "dpsgd", "--dpsgd-edges-per-step", "0"]),
+    ("dpsgd-edges-without-public-clip", lambda t: ["--method", "dpsgd", "--dpsgd-public-clip", "false"]),
 ]
 
 OUT_CASES = [  # --out-dir itself is bad: it is given instead of the default

@@ -294,26 +294,29 @@ def test_dpsgd_auto_clip_reads_no_private_graph_and_is_named_in_the_statement(tm
     edges = rng.integers(0, 400, size=(300, 2))
     np.savez(tmp_path / "random.npz", edges=edges[edges[:, 0] != edges[:, 1]])
     runs = []
-    for extra in ([], ["--graph-file", str(tmp_path / "random.npz")]):
-        out = tmp_path / f"run{len(runs)}"
-        m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--dpsgd-clip", "auto", "--out-dir", str(out)]
-                                         + extra))
-        runs.append((next(out.iterdir()) / "privacy.txt").read_text())
-        assert m["dpsgd"]["clip_norm"] == got[-1] and m["dpsgd"]["clip_rule"].startswith("auto")
-    assert len(got) == 2 and got[0] == got[1] and got[0] > 1  # public: the private graph does not move it
+    for sampling in ("pairs", "edges"):  # each sampling's rule: Theta's norms under pairs, l+'s under edges
+        for extra in ([], ["--graph-file", str(tmp_path / "random.npz")]):
+            out = tmp_path / f"run{len(runs)}"
+            m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--dpsgd-clip", "auto", "--dpsgd-sampling",
+                                                     sampling, "--out-dir", str(out)] + extra))
+            runs.append((next(out.iterdir()) / "privacy.txt").read_text())
+            assert m["dpsgd"]["clip_norm"] == got[-1] and m["dpsgd"]["clip_rule"].startswith("auto")
+    assert len(got) == 4 and got[0] == got[1] and got[2] == got[3]  # public: the private graph does not move C
+    assert got[0] > got[2] > 0  # the linked-pair loss's gradients are smaller, and its quantile lower
     assert mech_c == got
     assert not any(in_rule for _, in_rule in reads), reads
     assert any(name == "has_edge" for name, _ in reads)  # DP-SGD itself reads the graph (the spy works)
-    for text in runs:
-        assert f"C = {got[0]:.6g} (from public data" in text
+    for text, c in zip(runs, got):
+        assert f"C = {c:.6g} (from public data" in text
+    assert "the 90th percentile of ||grad Theta||" in runs[0] and "the 10th percentile of the linked" in runs[2]
     out = tmp_path / "explicit"
     dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--dpsgd-clip", "2.5", "--out-dir", str(out)]))
-    assert len(got) == 2 and mech_c[-1] == 2.5  # the rule was not called
+    assert len(got) == 4 and mech_c[-1] == 2.5  # the rule was not called
     text = (next(out.iterdir()) / "privacy.txt").read_text()
     assert "C = 2.5 (sensitivity C" in text and "from public data" not in text
     out = tmp_path / "default"
     dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--out-dir", str(out)]))
-    assert len(got) == 3 and mech_c[-1] == got[-1] == got[0]  # the default is the rule: same data, same C
+    assert len(got) == 5 and mech_c[-1] == got[-1] == got[0]  # the default (auto: pairs on this dense graph)
     assert "(from public data: the 90th percentile" in (next(out.iterdir()) / "privacy.txt").read_text()
 
 
@@ -327,3 +330,79 @@ def test_dpsgd_clip_option_values_and_canonical_form():
     canon = dmpmh.canonical_options
     assert canon(["--dpsgd-clip", "1.0"]) == canon(["--dpsgd-clip", "1"]) != canon([])
     assert canon(["--dpsgd-clip", "AUTO"]) == canon(["--dpsgd-clip", "auto"]) == canon([])
+
+
+def test_dpsgd_edges_sampling_reads_the_graph_only_through_its_count_and_the_mechanism(tmp_path, monkeypatch, capsys):
+    """--dpsgd-sampling edges (issue 16, sixth pass): a noisy edge count sets q, the statement names it and its
+    budget, metrics.json records the released count, and the private graph is read only by the count (rows,
+    inside privacy.dpsgd_edge_rate) and by the mechanism's lookups (has_edge). 'pairs' keeps q = B / M and
+    releases no count."""
+    reads, state = [], {"count": False}
+    _spy_graph_reads(monkeypatch, reads, state, "count")
+    orig = privacy.dpsgd_edge_rate
+
+    def rate(*a, **k):
+        state["count"] = True
+        try:
+            return orig(*a, **k)
+        finally:
+            state["count"] = False
+    monkeypatch.setattr(privacy, "dpsgd_edge_rate", rate)
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--dpsgd-sampling", "edges",
+                                             "--out-dir", str(tmp_path / "e")]))
+    text = (next((tmp_path / "e").iterdir()) / "privacy.txt").read_text()
+    rec = m["dpsgd"]
+    assert rec["sampling"] == rec["sampling_used"] == "edges"
+    assert rec["edge_count"]["count_epsilon"] == pytest.approx(0.05)
+    assert rec["q"] == pytest.approx(min(1.0, 2048 / max(rec["edge_count"]["noisy_edges"], 1.0)))
+    assert f"released as {rec['edge_count']['noisy_edges']:.1f}" in text and "pair-balanced" in text
+    assert "It sets the pair sampling rate q = min(1, 2048 / released count)" in text
+    claimed = float(text.split("calibrated for (")[1].split(",")[0])  # --insecure-seed: calibrated, not claimed
+    assert 0.99 <= claimed <= 1.0 + 1e-9  # count + steps within the target epsilon 1
+    assert {name for name, _ in reads} >= {"rows", "has_edge"}
+    assert all(in_count for name, in_count in reads if name == "rows")        # rows: the count only
+    assert not any(in_count for name, in_count in reads if name != "rows")    # lookups: the mechanism only
+    assert "released edge count" in capsys.readouterr().out
+    reads.clear()
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--dpsgd-sampling", "pairs",
+                                             "--out-dir", str(tmp_path / "p")]))
+    text = (next((tmp_path / "p").iterdir()) / "privacy.txt").read_text()
+    assert "Edge count" not in text and "edge_count" not in m["dpsgd"] and m["dpsgd"]["sampling_used"] == "pairs"
+    n_train = int(text.split("' over ")[1].split(" training items")[0])
+    assert m["dpsgd"]["q"] == pytest.approx(256 / privacy.n_pairs(n_train))
+    assert {name for name, _ in reads} == {"has_edge"}
+
+
+def test_dpsgd_auto_sampling_follows_the_released_density(tmp_path):
+    """--dpsgd-sampling auto (the default): the released density chooses, as DMP-MH's sparse-graph rule does:
+    the dense label graph gets 'pairs' (q = B / M), a sparse graph file 'edges' (q from the count); both spend
+    the count's share of the budget, and the statement says which was chosen and why."""
+    assert dmpmh.Config().dpsgd_sampling == "auto"
+    rng = np.random.default_rng(5)
+    edges = rng.integers(0, 400, size=(300, 2))
+    np.savez(tmp_path / "sparse.npz", edges=edges[edges[:, 0] != edges[:, 1]])
+    for extra, want in [([], "pairs"), (["--graph-file", str(tmp_path / "sparse.npz")], "edges")]:
+        out = tmp_path / want
+        m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--out-dir", str(out)] + extra))
+        text = (next(out.iterdir()) / "privacy.txt").read_text()
+        rec = m["dpsgd"]
+        assert rec["sampling"] == "auto" and rec["sampling_used"] == want
+        density = rec["edge_count"]["noisy_edges"] / privacy.n_pairs(int(text.split("' over ")[1].split(" ")[0]))
+        assert (density < privacy.SPARSE_DENSITY) == (want == "edges")
+        assert f"the released density {density:.4g} is" in text and f"so '{want}'" in text
+        assert ("pair-balanced" in text) == (want == "edges")
+        assert rec["edge_count"]["count_epsilon"] == pytest.approx(0.05)
+
+
+def test_dpsgd_edges_sanity_mode_shows_neither_the_exact_count_nor_q(tmp_path, capsys):
+    """In sanity mode the count is exact, so neither it nor q (a function of it) is printed or saved."""
+    m = dmpmh.run(dmpmh.parse_config(TINY + ["--method", "dpsgd", "--epsilon", "inf",
+                                             "--out-dir", str(tmp_path)]))
+    run_dir = next(tmp_path.iterdir())
+    text = (run_dir / "privacy.txt").read_text()
+    out = capsys.readouterr().out
+    assert "chosen from the EXACT edge count (not shown)" in text and "rate q =" not in text
+    assert m["dpsgd"]["q"] is None and m["dpsgd"]["sampling_used"] is None and "edge_count" not in m["dpsgd"]
+    assert "released edge count" not in out and "not printed; NOT PRIVATE" in out
+    saved = (run_dir / "metrics.json").read_text()
+    assert '"q": null' in saved and "noisy_edges" not in saved

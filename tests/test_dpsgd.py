@@ -13,6 +13,7 @@ import pytest
 import torch
 from scipy import stats
 
+import data
 import hashing
 import privacy
 
@@ -87,6 +88,19 @@ def test_uniform_subset_distinct_and_uniform():
         privacy.uniform_subset(m, 11, rng)
 
 
+def test_sorted_distinct_is_np_unique():
+    """uniform_subset's one-sort dedupe (sixth pass: np.unique was the sampler's cost at 10^6 pairs) is np.unique."""
+    rng = np.random.default_rng(2)
+    for size, high in [(0, 5), (1, 5), (50, 5), (1000, 10 ** 12), (5000, 3000)]:
+        x = rng.integers(0, high, size=size, dtype=np.int64)
+        got = privacy._sorted_distinct(x)
+        np.testing.assert_array_equal(got, np.unique(x))
+        assert got.dtype == np.int64
+    # the sample of a sparse-graph step (about 10^6 of 5 x 10^7 pairs): sorted, distinct, the size asked for
+    s = privacy.uniform_subset(privacy.n_pairs(10000), 200000, rng)
+    assert len(s) == 200000 and (np.diff(s) > 0).all()
+
+
 def test_poisson_pair_sampling_frequencies():
     n, q, reps = 8, 0.3, 20000
     m = privacy.n_pairs(n)
@@ -122,11 +136,12 @@ def small_setup(seed=0, n=12, views=("image", "text")):
     return model, feats
 
 
-def autograd_theta_grad(model, feats, i, j):
+def autograd_theta_grad(model, feats, i, j, fn=lambda t: t):
+    """grad of sum(fn(logits_ij)) by plain autograd (fn = identity: grad Theta_ij)."""
     model.zero_grad()
     codes = model({v: x[[i, j]] for v, x in feats.items()})
     theta = hashing._pair_logits({v: h[0:1] for v, h in codes.items()}, {v: h[1:2] for v, h in codes.items()})
-    theta.sum().backward()
+    fn(theta).sum().backward()
     return {k: p.grad.detach().clone() for k, p in model.named_parameters()}
 
 
@@ -535,6 +550,13 @@ def test_optimizer_rule_reads_only_public_quantities(monkeypatch, name):
 
 def _one_step_grad(x, lookup, init, **kw):
     """(model, the gradient train_dpsgd hands plain SGD in its one noise-free step, per parameter name)."""
+    mech = privacy.EdgeDPSGD(n_items=len(x), expected_batch_pairs=32, clip_norm=0.5, noise_multiplier=0.0,
+                             source=quiet_source(4))
+    return _one_step_grad_with(mech, x, lookup, init, **kw)
+
+
+def _one_step_grad_with(mech, x, lookup, init, **kw):
+    """``_one_step_grad`` with a given mechanism."""
     grads = {}
     real_step = torch.optim.SGD.step
 
@@ -546,9 +568,9 @@ def _one_step_grad(x, lookup, init, **kw):
 
     torch.optim.SGD.step = record
     try:
-        m = train_dpsgd({"text": x}, lookup, noise_source=quiet_source(4), lr=1e-3, optimizer="sgd", bits=8,
-                        steps=1, expected_batch_pairs=32, hidden=8, clip_norm=0.5, noise_multiplier=0.0,
-                        device=torch.device("cpu"), log_every=0, init_state=init, per_edge="vmap", **kw)
+        m = hashing.train_dpsgd({"text": x}, lookup, mechanism=mech, lr=1e-3, optimizer="sgd", bits=8, steps=1,
+                                hidden=8, device=torch.device("cpu"), log_every=0, init_state=init,
+                                per_edge="vmap", **kw)
     finally:
         torch.optim.SGD.step = real_step
     return m, {k: grads[id(p)] for k, p in m.named_parameters()}
@@ -580,6 +602,21 @@ def test_bad_optimizer_or_lr_fails():
 # The public prior term (issue 16, fourth pass)
 # ---------------------------------------------------------------------------
 
+def clipped_reference(model, x, pairs, fn, clip_norm):
+    """sum over (a, b) in pairs of grad sum(fn(logits_ab)) clipped to clip_norm: plain autograd, one pair at a time."""
+    model.eval()
+    feats = torch.from_numpy(x)
+    out = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    for a, b in pairs:
+        model.zero_grad()
+        h = model({"text": feats[[a, b]]})
+        fn(hashing._pair_logits({"text": h["text"][:1]}, {"text": h["text"][1:]})).sum().backward()
+        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
+        for k, p in model.named_parameters():
+            out[k] += p.grad * min(1.0, clip_norm / float(norm))
+    return out
+
+
 def test_prior_term_is_the_clipped_mean_of_linked_pair_gradients():
     """g(w) = (1 - w/2) P - (1 - w) Q + w/2 * mean over the sampled prior pairs of clip(grad l^+), with P the
     public label-free part and Q the private part. P and Q come from runs without the prior (Q = 0 with
@@ -599,17 +636,7 @@ def test_prior_term_is_the_clipped_mean_of_linked_pair_gradients():
     rng = np.random.default_rng(0)
     mech.public_sample(32, rng)
     pick = rng.integers(0, len(prior), size=32 // 4)
-    model.eval()
-    feats = {"text": torch.from_numpy(x)}
-    pos = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
-    for a, b in prior[pick]:
-        model.zero_grad()
-        h = model({"text": feats["text"][[a, b]]})
-        logits = hashing._pair_logits({"text": h["text"][:1]}, {"text": h["text"][1:]})
-        torch.nn.functional.softplus(-logits).sum().backward()
-        norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters()))
-        for k, p in model.named_parameters():
-            pos[k] += p.grad * min(1.0, 0.5 / float(norm))
+    pos = clipped_reference(model, x, prior[pick], lambda t: torch.nn.functional.softplus(-t), 0.5)
     n_logits = 2
     for k in g_w:
         P, Q = g_p[k], g_p[k] - g_pq[k]
@@ -675,3 +702,150 @@ def test_public_clip_norm_is_the_quantile_of_public_pair_norms():
             hashing.public_clip_norm(x, quantile=bad, **kw)
     with pytest.raises(ValueError, match="at least one public pair"):
         hashing.public_clip_norm(x, **{**kw, "pairs": (np.zeros(0, int), np.zeros(0, int))})
+    # 'edges' sampling's rule: the norms of the linked-pair loss l+ = sum log(1 + e^-theta), its quantile
+    sp = lambda t: torch.nn.functional.softplus(-t)  # noqa: E731
+    ref_l = np.array([math.sqrt(sum(float((g.double() ** 2).sum()) for g in autograd_theta_grad(model, feats, a, b, sp)
+                                    .values())) for a, b in zip(i.tolist(), j.tolist())])
+    assert not np.allclose(ref_l, ref)  # a different function, different norms
+    for q in (0.1, 0.5):
+        assert hashing.public_clip_norm(x, quantile=q, linked=True, **kw) == pytest.approx(
+            float(np.quantile(ref_l, q)), rel=1e-5)
+    assert hashing.DPSGD_EDGES_CLIP_QUANTILE == 0.1
+
+
+# ---------------------------------------------------------------------------
+# Issue 16, sixth pass: 'edges' sampling (q from a noisy edge count) and the pair-balanced likelihood
+# ---------------------------------------------------------------------------
+
+class RecordingDPSGD(privacy.EdgeDPSGD):
+    """The mechanism, keeping each step's secret sample for the test's reference."""
+    samples: list
+
+    def step(self, *a, **k):
+        out = super().step(*a, **k)
+        self.samples = getattr(self, "samples", []) + [out[2]]
+        return out
+
+
+@pytest.mark.parametrize("with_prior", [False, True])
+def test_edges_sampling_step_is_the_pair_balanced_likelihood(with_prior):
+    """One noise-free 'edges' step hands SGD 1/2 mean_{S'} clip(grad l^-) + (1 - w)/2 (1/E) sum over the sampled
+    edges of clip(grad l^+) + w/2 mean over the prior picks of clip(grad l^+) (all over 2T = 2 logits), and SGD
+    moves the weights by lr / u times it with u = C / (2T |S'|); the reference is plain autograd per pair."""
+    x, cluster, lookup = planted(n=30, d=4)
+    torch.manual_seed(2)
+    model = hashing.DualStreamHasher({"text": 4}, 8, 8)
+    init = model.state_dict()
+    mech = RecordingDPSGD(n_items=30, expected_batch_pairs=120, clip_norm=0.5, noise_multiplier=0.0,
+                          source=quiet_source(4))
+    prior = np.array([[0, 2], [1, 3], [4, 6], [5, 9], [7, 8]])
+    w, n_pub, e_den = (0.5 if with_prior else 0.0), 16, 7.5
+    m, g = _one_step_grad_with(mech, x, lookup, init, sampling="edges", public_pairs=n_pub, edge_denominator=e_den,
+                               prior_pairs=prior if with_prior else None, prior_weight=0.5)
+    si, sj, is_edge = mech.samples[0]
+    assert is_edge.sum() >= 3 and (~is_edge).sum() >= 3  # the sample holds edges and non-edges
+    rng = np.random.default_rng(0)  # S' and the prior picks, drawn as train_dpsgd draws them
+    pi, pj = mech.public_sample(n_pub, rng)
+    pick = rng.integers(0, len(prior), size=n_pub // 4)
+    model.load_state_dict(init)
+    sp = torch.nn.functional.softplus
+    neg = clipped_reference(model, x, zip(pi, pj), sp, 0.5)
+    pos = clipped_reference(model, x, zip(si[is_edge], sj[is_edge]), lambda t: sp(-t), 0.5)
+    pri = clipped_reference(model, x, prior[pick], lambda t: sp(-t), 0.5)
+    unit = 0.5 / (2 * n_pub)
+    for k, p in m.named_parameters():
+        want = 0.5 * neg[k] / (2 * n_pub) + (1 - w) * 0.5 * pos[k] / (2 * e_den)
+        if with_prior:
+            want = want + w * 0.5 * pri[k] / (2 * len(pick))
+        torch.testing.assert_close(g[k], want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(p.detach(), init[k] - (1e-3 / unit) * g[k])
+    # E divides the private part only: the same step (same secret sample) with E doubled halves that part
+    _, g2 = _one_step_grad_with(RecordingDPSGD(n_items=30, expected_batch_pairs=120, clip_norm=0.5,
+                                               noise_multiplier=0.0, source=quiet_source(4)),
+                                x, lookup, init, sampling="edges", public_pairs=n_pub, edge_denominator=e_den * 2,
+                                prior_pairs=prior if with_prior else None)
+    for k in g:
+        torch.testing.assert_close(g2[k], g[k] - (1 - w) * 0.25 * pos[k] / (2 * e_den), rtol=1e-5, atol=1e-7)
+
+
+def test_edges_sampling_bad_arguments_fail():
+    x, cluster, lookup = planted(n=30, d=4)
+    kw = dict(bits=8, steps=1, expected_batch_pairs=20, lr=1e-3, hidden=8, clip_norm=1.0, noise_multiplier=0.0,
+              device=torch.device("cpu"), noise_source=quiet_source(0), log_every=0)
+    for bad, match in [({"sampling": "nodes"}, "sampling='nodes'"),
+                       ({"sampling": "edges", "edge_denominator": 5.0}, "public_pairs"),
+                       ({"sampling": "edges", "public_pairs": 8, "edge_denominator": 5.0, "public_clip": False},
+                        "public_clip"),
+                       ({"sampling": "edges", "public_pairs": 8}, "edge_denominator"),
+                       ({"sampling": "edges", "public_pairs": 8, "edge_denominator": 0.0}, "edge_denominator"),
+                       ({"sampling": "edges", "public_pairs": 8, "edge_denominator": float("nan")},
+                        "edge_denominator")]:
+        with pytest.raises(ValueError, match=match):
+            train_dpsgd({"text": x}, lookup, **{**kw, **bad})
+
+
+def test_private_edge_count_on_every_storage_against_a_brute_force_count():
+    rng = np.random.default_rng(3)
+    n = 40
+    upper = np.triu(rng.random((n, n)) < 0.2, 1)
+    adj = upper | upper.T
+    lab = (rng.random((n, 4)) < 0.3).astype(np.uint8)
+    shared = (lab @ lab.T) > 0
+    edges = np.argwhere(upper)
+    noisy_edges = np.concatenate([edges, edges[:5, ::-1], [[0, 0]]])  # duplicates, a reversed copy, a self-loop
+    for g, want in [(data.PrivateGraph(n=n, kind="x", _adj=adj), int(upper.sum())),
+                    (data.PrivateGraph(n=n, kind="label", _labels=lab), int(np.triu(shared, 1).sum())),
+                    (data.graph_from_edges(noisy_edges, np.arange(n)), int(upper.sum()))]:
+        assert privacy.private_edge_count(g) == want
+        assert privacy.private_edge_count(g, block=3) == want
+
+
+def test_edge_count_sensitivity_by_brute_force_over_all_graphs_on_five_nodes():
+    """Every graph on 5 nodes and each of its 10 neighbours (one pair flipped): the count moves by exactly 1."""
+    n = 5
+    iu = np.triu_indices(n, 1)
+    worst = 0
+    for code in range(2 ** len(iu[0])):
+        bits = (code >> np.arange(len(iu[0]))) & 1
+        adj = np.zeros((n, n), bool)
+        adj[iu] = bits.astype(bool)
+        adj |= adj.T
+        c = privacy.private_edge_count(data.PrivateGraph(n=n, kind="x", _adj=adj))
+        assert c == bits.sum()
+        for p in range(len(iu[0])):
+            nb = adj.copy()
+            nb[iu[0][p], iu[1][p]] ^= True
+            nb[iu[1][p], iu[0][p]] ^= True
+            worst = max(worst, abs(privacy.private_edge_count(data.PrivateGraph(n=n, kind="x", _adj=nb)) - c))
+    assert worst == privacy.edge_count_sensitivity() == 1
+
+
+def test_dpsgd_edge_rate_noise_budget_split_and_rate():
+    rng = np.random.default_rng(4)
+    upper = np.triu(rng.random((60, 60)) < 0.3, 1)
+    g = data.PrivateGraph(n=60, kind="x", _adj=upper | upper.T)
+    m = int(upper.sum())
+    # share * epsilon = 1 and share * delta = 1e-5: sigma_c = 1 / 0.26805 (the known gdp_mu value)
+    r = privacy.dpsgd_edge_rate(g, epsilon=20.0, delta=2e-4, edges_per_step=100, source=quiet_source(7))
+    assert r["count_sigma"] == pytest.approx(1 / 0.26805, rel=1e-4)
+    z = float(quiet_source(7).normal((1,))[0])  # an independent copy of the same noise stream
+    assert r["noisy_edges"] == pytest.approx(m + r["count_sigma"] * z)
+    assert r["q"] == pytest.approx(100 / r["noisy_edges"])
+    assert r["count_epsilon"] == pytest.approx(1.0) and r["count_delta"] == pytest.approx(1e-5)
+    assert r["count_epsilon"] + r["steps_epsilon"] == pytest.approx(20.0)
+    assert r["count_delta"] + r["steps_delta"] == pytest.approx(2e-4)
+    # more edges wanted than the count: every edge, every step (q = 1)
+    assert privacy.dpsgd_edge_rate(g, epsilon=20.0, delta=2e-4, edges_per_step=10 ** 6,
+                                   source=quiet_source(7))["q"] == 1.0
+    # a tiny budget: the count is mostly noise, and q stays in (0, 1]
+    for seed in range(20):
+        r = privacy.dpsgd_edge_rate(g, epsilon=0.01, delta=1e-6, edges_per_step=100, source=quiet_source(seed))
+        assert 0 < r["q"] <= 1 and r["count_sigma"] > 1000
+    # sanity mode (NOT PRIVATE): the exact count, no budget
+    r = privacy.dpsgd_edge_rate(g, epsilon=math.inf, delta=1e-6, edges_per_step=100, source=quiet_source(0))
+    assert r["noisy_edges"] == m and r["count_sigma"] == 0 and r["q"] == pytest.approx(100 / m)
+    for bad, match in [({"share": 0.0}, "share"), ({"share": 1.0}, "share"), ({"edges_per_step": 0}, "edges_per_step"),
+                       ({"edges_per_step": float("inf")}, "edges_per_step")]:
+        with pytest.raises(ValueError, match=match):
+            privacy.dpsgd_edge_rate(g, **{"epsilon": 1.0, "delta": 1e-6, "edges_per_step": 100,
+                                          "source": quiet_source(0), **bad})
