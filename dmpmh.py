@@ -604,7 +604,7 @@ def clip_rule_words(linked: bool) -> str:
     import hashing  # called from run, once torch is loaded
     if linked:
         return (f"the {hashing.DPSGD_EDGES_CLIP_QUANTILE * 100:g}th percentile of the linked-pair loss's "
-                "||grad l+||")
+                "||grad sum_theta log(1 + e^-theta)||")
     return f"the {hashing.DPSGD_CLIP_QUANTILE * 100:g}th percentile of ||grad Theta||"
 
 
@@ -614,8 +614,9 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
     ``clip`` the C used; ``edge_rate`` the 'edges' sampling's count release (``privacy.dpsgd_edge_rate``)."""
     start = "the public warm start" if cfg.dpsgd_warm_start else "the random initialisation"
     balanced = edge_rate is not None and edge_rate["sampling"] == "edges"
-    if sigma == 0 and edge_rate is not None and cfg.dpsgd_sampling == "auto":  # the choice read the exact m
-        rule = "the rule of the sampling chosen (not shown)"
+    hide_c = sigma == 0 and edge_rate is not None and cfg.dpsgd_sampling == "auto" and dpsgd_clip_value(cfg) is None
+    if hide_c:  # the rule, and so C, was chosen from the exact m
+        rule = "the rule of the sampling chosen (C and the rule not shown)"
     else:
         rule = clip_rule_words(edge_rate is not None and edge_rate["sampling"] == "edges")
     how = (f" (from public data: {rule} over public pairs at {start}; --dpsgd-clip auto)"
@@ -633,7 +634,7 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
             "Method dpsgd in sanity mode (--epsilon inf): no noise is added, so there is no differential privacy.",
             f"Dataset: {dataset}. Private graph: '{graph_kind_of(cfg)}' over {n} training items.",
             f"Mechanism: DP-SGD on {loss}, {cfg.dpsgd_steps} steps, Poisson sampling of pairs with "
-            f"{rate}, per-edge clipping to C = {clip:.6g}{how}, and NO noise.",
+            f"{rate}, per-edge clipping to C" + ("" if hide_c else f" = {clip:.6g}") + f"{how}, and NO noise.",
             privacy.NOT_COVERED]) + "\n"
     eps = spent["epsilon"] if cfg.dpsgd_accountant == "best" else spent[cfg.dpsgd_accountant]
     pld = "n/a" if spent["pld"] is None else f"{spent['pld']:.4g}"
@@ -647,8 +648,9 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
             chose = (f"It chooses the sampling (--dpsgd-sampling auto): the released density {density:.4g} is "
                      + (f"below {privacy.SPARSE_DENSITY:g}, so 'edges'. " if balanced else
                         f"at least {privacy.SPARSE_DENSITY:g}, so 'pairs' (q = B / M). "))
-        rate = (f"It sets the pair sampling rate q = min(1, {cfg.dpsgd_edges_per_step} / released count) "
-                "(post-processing), so that a step samples about --dpsgd-edges-per-step edges. " if balanced else "")
+        rate = (f"It sets the pair sampling rate q = {cfg.dpsgd_edges_per_step} / max(released count, "
+                f"{cfg.dpsgd_edges_per_step}) (post-processing; capped at {privacy.DPSGD_MAX_PAIRS_PER_STEP} "
+                "pairs a step), so that a step samples about --dpsgd-edges-per-step edges. " if balanced else "")
         count = [
             f"Edge count: the number of edges plus Gaussian noise of std {edge_rate['count_sigma']:.6g} "
             f"(sensitivity 1), released as {edge_rate['noisy_edges']:.1f}: ({edge_rate['count_epsilon']:.4g}, "
@@ -672,7 +674,8 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
         f"Thm. 21: epsilon {spent['rdp']:.4g}; privacy-loss distribution, pessimistically discretised and composed "
         f"by FFT (privacy.pld_dpsgd_epsilon): epsilon {pld}. Both are upper bounds; the smaller is claimed "
         f"under 'best'. The mechanism and its proof: privacy.EdgeDPSGD.",
-        "Released: the trained networks and codes. Node-level privacy is NOT covered.",
+        "Released: " + ("the noisy edge count, " if edge_rate is not None else "")
+        + "the trained networks and codes. Node-level privacy is NOT covered.",
         privacy.FLOAT_NOISE_CAVEAT,
         privacy.NOT_COVERED,
     ]) + "\n"
@@ -824,7 +827,7 @@ def run(cfg: Config) -> dict:
                     sparse = edge_rate["noisy_edges"] / privacy.n_pairs(graph.n) < privacy.SPARSE_DENSITY
                     sampling = "edges" if sparse else "pairs"
                 if sampling == "edges":
-                    q = edge_rate["q"]
+                    q = edge_rate["q"]  # the float EdgeDPSGD will hold: sigma is calibrated to exactly it
                 edge_rate["sampling"] = sampling
                 if cfg.epsilon == math.inf:  # the exact count: neither it nor what it chose is shown, even here
                     print("  sanity mode: the exact edge count sets the sampling (not printed; NOT PRIVATE)",
@@ -914,11 +917,14 @@ def run(cfg: Config) -> dict:
                 clip = hashing.public_clip_norm(feats(split.train), bits=cfg.bits, hidden=cfg.hidden,
                                                 init_state=init_state, pairs=pairs, device=device, cnn_views=cnn,
                                                 quantile=quantile, linked=linked)
-                hidden_choice = cfg.epsilon == math.inf and cfg.dpsgd_sampling == "auto"  # chosen from the exact m
-                print(f"  DP-SGD clip norm C = {clip:.4g} (public rule: "
-                      + ("the one of the sampling chosen, not shown in sanity mode" if hidden_choice
-                         else clip_rule_words(linked)) + f" over {len(pairs[0])} public pairs)", flush=True)
-            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=q * privacy.n_pairs(graph.n),
+                if cfg.epsilon == math.inf and cfg.dpsgd_sampling == "auto":  # the rule was chosen from the exact m
+                    print("  DP-SGD clip norm C: the public rule of the sampling chosen (C and the rule not shown "
+                          "in sanity mode: they would tell the choice)", flush=True)
+                else:
+                    print(f"  DP-SGD clip norm C = {clip:.4g} (public rule: {clip_rule_words(linked)} over "
+                          f"{len(pairs[0])} public pairs)", flush=True)
+            batch = q * privacy.n_pairs(graph.n) if sampling == "edges" else cfg.dpsgd_batch_pairs
+            mechanism = privacy.EdgeDPSGD(n_items=graph.n, expected_batch_pairs=batch,
                                           clip_norm=clip, noise_multiplier=sigma, source=source)
             spent = mechanism.epsilon_spent(steps=cfg.dpsgd_steps, delta=steps_delta)
             statement = privacy.mark_not_private(
@@ -937,7 +943,7 @@ def run(cfg: Config) -> dict:
                                         prior_pairs=knn_pairs if use_prior else None,
                                         optimizer=cfg.dpsgd_optimizer, sampling=sampling,
                                         edge_denominator=None if sampling == "pairs" else
-                                        q * max(edge_rate["noisy_edges"], 1.0))
+                                        edge_rate["edge_denominator"])
             del graph
         else:
             del graph  # hashing never sees it
@@ -974,7 +980,9 @@ def run(cfg: Config) -> dict:
         if cfg.method == "dpsgd":  # the mechanism's public settings, C as the rule set it
             rule = "auto (public pairs)" if dpsgd_clip_value(cfg) is None else "fixed"
             shown = edge_rate is None or edge_rate["count_sigma"] > 0  # sanity mode: q and 'auto's choice read m
-            metrics["dpsgd"] = {"clip_norm": mechanism.clip_norm, "clip_rule": rule, "noise_multiplier": sigma,
+            hide_c = not shown and cfg.dpsgd_sampling == "auto" and dpsgd_clip_value(cfg) is None
+            metrics["dpsgd"] = {"clip_norm": None if hide_c else mechanism.clip_norm, "clip_rule": rule,
+                                "noise_multiplier": sigma,
                                 "q": q if shown else None, "steps": cfg.dpsgd_steps, "lr": cfg.dpsgd_lr,
                                 "sampling": cfg.dpsgd_sampling,
                                 "sampling_used": sampling if shown or cfg.dpsgd_sampling != "auto" else None}

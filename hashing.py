@@ -534,8 +534,8 @@ def public_clip_norm(features: dict[str, np.ndarray], *, bits: int, hidden: int,
     ``quantile`` of ||grad Theta_ij|| over PUBLIC pairs, for the model DP-SGD starts from.
 
     ``linked=True`` (the 'edges' sampling of ``train_dpsgd``, sixth pass; with quantile
-    ``DPSGD_EDGES_CLIP_QUANTILE``): the norms are those of that sampling's per-edge function, the
-    linked-pair loss l^+_ij = 1/(2T) sum_theta log(1 + e^-theta), over the same public pairs. Why: its
+    ``DPSGD_EDGES_CLIP_QUANTILE``): the norms are those of that sampling's per-edge function,
+    sum_theta log(1 + e^-theta) (2T times the linked-pair loss l^+_ij), over the same public pairs. Why: its
     gradient sigmoid(-theta) grad theta is 1.5-4x smaller than grad Theta_ij (MIRFlickr interaction
     graph, warm start: 7.6 / 13.6 / 19.5 at the 10th / 50th / 90th percentile against 24 / 27 / 30),
     so a C from grad Theta_ij clips nothing and the noise, sigma C, dwarfs the edge terms. The
@@ -644,7 +644,7 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     Hyper-parameters (the rule; README, "DP-SGD: why it did not learn"). They read only public
     quantities, never the private graph: steps T = 300, expected batch B = 4096 pairs, ``lr`` = 4e-3
     and the public sample |S'| = B are fixed constants; q = B / M from the public N ('pairs'), or
-    q = E / m~ from the released edge count m~ with E = 2048 expected edges a step ('edges', which
+    q = E / max(m~, E) from the released edge count m~ with E = 2048 expected edges a step ('edges', which
     ``--dpsgd-sampling auto``, the CLI default, takes below released density 0.1;
     ``privacy.dpsgd_edge_rate``, 5% of the budget); the noise multiplier from (q, T,
     epsilon, delta) (the steps' share of them) by ``privacy.calibrate_noise_multiplier``; the clip norm
@@ -656,6 +656,8 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     can make (2T here is the number of logits per pair, ``n_logits``). So one pair term moves the
     weights by at most lr, the Gaussian noise (norm sigma C / (2T B) per coordinate) moves each
     coordinate by lr sigma per step, and the step size does not depend on the noise or on the graph.
+    (Under 'edges' B is |S'|, and a private edge term moves the weights by at most
+    lr (1 - w) |S'| / (2E), E from the released count: below lr when E >= |S'| / 2.)
     'adam' is the pre-issue-16 Adam(lr): it divides each coordinate by its running gradient scale,
     so with little noise the small clipped signal became full-size steps of about lr that undid the
     warm start (measured: sanity mode 0.640 -> 0.597 I->T in 100 steps on the synthetic default),
@@ -683,15 +685,16 @@ def train_dpsgd(features: dict[str, np.ndarray], edge_lookup, *, bits: int, step
     q = B / M, so a step samples B times the density edges (about 10 on a graph of mean degree 25 over
     10,000 items) against B public pairs, and on sparse graphs the private term vanishes (measured:
     no better than public-only on the MIRFlickr interaction graph at any epsilon). 'edges' (what
-    ``--dpsgd-sampling auto`` takes below released density 0.1) is the pair-balanced likelihood, the
-    loss ``holistic_loss`` uses with pair balance:
+    ``--dpsgd-sampling auto`` takes below released density 0.1) is the pair-balanced likelihood (as
+    ``holistic_loss`` with pair balance, except that l^- is averaged over all pairs, not the
+    non-edges only: the difference is of the order of the density):
 
         (1 - w) * 1/2 [(1/m) sum over edges of l^+ + mean over all pairs of l^-]
           + w * 1/2 [mean over prior pairs of l^+ + mean over all pairs of l^-],
 
     estimated per step by (1/E) * (the mechanism's noisy sum of clipped grad l^+_ij over its sampled
-    edges), E = ``edge_denominator`` = q * max(m~, 1), the expected number of sampled edges by the
-    released count m~ (``privacy.dpsgd_edge_rate`` sets q = E / m~ from it; E is public), and the
+    edges), E = ``edge_denominator`` = q * max(m~, 2048), the expected number of sampled edges by the
+    released count m~, floored (``privacy.dpsgd_edge_rate`` sets q from it), and the
     all-pairs mean of l^- on S' (|S'| = ``public_pairs``, required here; clipped to C). Each edge
     enters through one clipped summand S_ij clip_C(grad l^+_ij): the mechanism's proof holds as it
     stands. Under 'sgd' the learning-rate unit u uses B = |S'|.

@@ -3180,6 +3180,7 @@ def poisson_pair_sample(n: int, q: float, rng: np.random.Generator) -> tuple[np.
 
 
 DPSGD_COUNT_SHARE = 0.05  # share of epsilon and of delta that DP-SGD's 'edges' sampling spends on the edge count
+DPSGD_MAX_PAIRS_PER_STEP = 1 << 24  # cap on the expected secret sample q M of an 'edges' step (memory)
 
 
 def private_edge_count(graph, *, block: int | None = None) -> int:
@@ -3202,7 +3203,10 @@ def dpsgd_edge_rate(graph, *, epsilon: float, delta: float, edges_per_step: floa
     graphs. Here q is set so that a step samples about ``edges_per_step`` (E, public) edges:
 
       1. Release m~ = m + N(0, sigma_c^2), sigma_c = 1 / gdp_mu(share * epsilon, share * delta).
-      2. q = min(1, E / max(m~, 1)): post-processing of m~.
+      2. q = min(E / max(m~, E), P / M): post-processing of m~ and public constants. The floor E
+         keeps a small or negative m~ from dividing the step by about nothing (the trainer divides
+         the edge sum by q max(m~, E), ``edge_denominator``); the cap P = ``DPSGD_MAX_PAIRS_PER_STEP``
+         keeps the secret sample of q M pairs in memory.
       3. The DP-SGD steps (``EdgeDPSGD`` at rate q) are calibrated to the rest of the budget,
          ((1 - share) epsilon, (1 - share) delta).
 
@@ -3216,7 +3220,8 @@ def dpsgd_edge_rate(graph, *, epsilon: float, delta: float, edges_per_step: floa
     Algorithmic Foundations of Differential Privacy", 2014, Theorem 3.16, and its adaptive form,
     Theorem B.1), gives (epsilon, delta) for the pair. []
 
-    Returns q, the released count ``noisy_edges`` (m~, a DP release: safe to print), ``count_sigma``,
+    Returns q, ``edge_denominator`` = q max(m~, E) (the expected number of sampled edges by the
+    release, floored), the released count ``noisy_edges`` (m~, a DP release: safe to print), ``count_sigma``,
     ``count_epsilon`` / ``count_delta`` and the steps' share ``steps_epsilon`` / ``steps_delta``.
     With epsilon = inf (the NOT PRIVATE sanity mode) the count is exact and the steps get inf.
     """
@@ -3233,9 +3238,13 @@ def dpsgd_edge_rate(graph, *, epsilon: float, delta: float, edges_per_step: floa
         noisy = float(m + sigma_c * float(source.normal((1,))[0]))
         eps_s, delta_s = epsilon - eps_c, delta - delta_c
     del m
-    q = min(1.0, float(edges_per_step) / max(noisy, 1.0))
+    e = float(edges_per_step)
+    m_pairs = n_pairs(graph.n)
+    q = min(e / max(noisy, e), DPSGD_MAX_PAIRS_PER_STEP / m_pairs if m_pairs else 1.0)
+    q = float(q * m_pairs) / m_pairs if m_pairs else q  # the q that EdgeDPSGD(expected_batch_pairs=q M) holds
     return {"q": q, "noisy_edges": noisy, "count_sigma": sigma_c, "count_epsilon": eps_c,
-            "count_delta": delta_c, "steps_epsilon": eps_s, "steps_delta": delta_s}
+            "count_delta": delta_c, "steps_epsilon": eps_s, "steps_delta": delta_s,
+            "edge_denominator": q * max(noisy, e)}
 
 
 class EdgeDPSGD:
@@ -3254,8 +3263,8 @@ class EdgeDPSGD:
       2. E = the edges in S, read through ``edge_lookup(i, j)``: the only access to the graph.
       3. Q = sum_{(i, j) in E} clip_C(g_ij), computed by the caller's ``clipped_sum`` as the sum of
          per-edge gradients g_ij = grad f_ij, each scaled by min(1, C / ||g_ij||). f_ij = Theta_ij
-         under 'pairs' sampling (the likelihood's label term); under 'edges' sampling f_ij = l+_ij =
-         1/(2T) sum_theta log(1 + e^-theta), the linked-pair loss of the pair-balanced likelihood
+         under 'pairs' sampling (the likelihood's label term); under 'edges' sampling f_ij =
+         sum_theta log(1 + e^-theta) (2T times the linked-pair loss l+_ij of the pair-balanced likelihood)
          (``hashing.train_dpsgd``), with q from a noisy edge count (``dpsgd_edge_rate``).
       4. Released: Q + N(0, (sigma C)^2 I), sigma = ``noise_multiplier``, the noise from
          ``source.normal`` (never torch's generator).

@@ -354,9 +354,9 @@ def test_dpsgd_edges_sampling_reads_the_graph_only_through_its_count_and_the_mec
     rec = m["dpsgd"]
     assert rec["sampling"] == rec["sampling_used"] == "edges"
     assert rec["edge_count"]["count_epsilon"] == pytest.approx(0.05)
-    assert rec["q"] == pytest.approx(min(1.0, 2048 / max(rec["edge_count"]["noisy_edges"], 1.0)))
+    assert rec["q"] == pytest.approx(2048 / max(rec["edge_count"]["noisy_edges"], 2048))
     assert f"released as {rec['edge_count']['noisy_edges']:.1f}" in text and "pair-balanced" in text
-    assert "It sets the pair sampling rate q = min(1, 2048 / released count)" in text
+    assert "It sets the pair sampling rate q = 2048 / max(released count, 2048)" in text
     claimed = float(text.split("calibrated for (")[1].split(",")[0])  # --insecure-seed: calibrated, not claimed
     assert 0.99 <= claimed <= 1.0 + 1e-9  # count + steps within the target epsilon 1
     assert {name for name, _ in reads} >= {"rows", "has_edge"}
@@ -402,7 +402,9 @@ def test_dpsgd_edges_sanity_mode_shows_neither_the_exact_count_nor_q(tmp_path, c
     text = (run_dir / "privacy.txt").read_text()
     out = capsys.readouterr().out
     assert "chosen from the EXACT edge count (not shown)" in text and "rate q =" not in text
+    assert "C = " not in text and "(C and the rule not shown)" in text  # C would tell which rule, so the choice
     assert m["dpsgd"]["q"] is None and m["dpsgd"]["sampling_used"] is None and "edge_count" not in m["dpsgd"]
+    assert m["dpsgd"]["clip_norm"] is None and "clip norm C =" not in out
     assert "released edge count" not in out and "not printed; NOT PRIVATE" in out
     saved = (run_dir / "metrics.json").read_text()
     assert '"q": null' in saved and "noisy_edges" not in saved

@@ -841,6 +841,21 @@ def test_dpsgd_edge_rate_noise_budget_split_and_rate():
     for seed in range(20):
         r = privacy.dpsgd_edge_rate(g, epsilon=0.01, delta=1e-6, edges_per_step=100, source=quiet_source(seed))
         assert 0 < r["q"] <= 1 and r["count_sigma"] > 1000
+    # a count at or below E (here negative): q = 1 and the step's denominator floored at E, never about 0
+    r = privacy.dpsgd_edge_rate(data.PrivateGraph(n=60, kind="x", _adj=np.zeros((60, 60), bool)), epsilon=0.5,
+                                delta=1e-6, edges_per_step=100, source=quiet_source(4))
+    assert r["noisy_edges"] < 0 and r["q"] == 1.0 and r["edge_denominator"] == 100.0
+    r = privacy.dpsgd_edge_rate(g, epsilon=20.0, delta=2e-4, edges_per_step=100, source=quiet_source(7))
+    assert r["edge_denominator"] == pytest.approx(r["q"] * r["noisy_edges"])
+    # the memory cap on the secret sample q M
+    monkey_cap = privacy.DPSGD_MAX_PAIRS_PER_STEP
+    try:
+        privacy.DPSGD_MAX_PAIRS_PER_STEP = 50
+        r = privacy.dpsgd_edge_rate(g, epsilon=20.0, delta=2e-4, edges_per_step=100, source=quiet_source(7))
+        assert r["q"] == pytest.approx(50 / privacy.n_pairs(60)) and r["edge_denominator"] == pytest.approx(
+            r["q"] * r["noisy_edges"])
+    finally:
+        privacy.DPSGD_MAX_PAIRS_PER_STEP = monkey_cap
     # sanity mode (NOT PRIVATE): the exact count, no budget
     r = privacy.dpsgd_edge_rate(g, epsilon=math.inf, delta=1e-6, edges_per_step=100, source=quiet_source(0))
     assert r["noisy_edges"] == m and r["count_sigma"] == 0 and r["q"] == pytest.approx(100 / m)
