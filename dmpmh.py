@@ -599,6 +599,12 @@ def graph_kind_of(cfg: Config) -> str:
     return f"file {os.path.basename(cfg.graph_file)}" if cfg.graph_file else cfg.graph
 
 
+def choice_hidden(cfg: Config, edge_rate: dict | None) -> bool:
+    """True when --dpsgd-sampling auto chose from the EXACT edge count (sanity mode): the choice, and what
+    depends on it (q, and C with the rule that made it under --dpsgd-clip auto), is then shown nowhere."""
+    return edge_rate is not None and edge_rate["count_sigma"] == 0 and cfg.dpsgd_sampling == "auto"
+
+
 def clip_rule_words(linked: bool) -> str:
     """The public clip rule in words: which quantile of which per-pair gradient norm (hashing.public_clip_norm)."""
     import hashing  # called from run, once torch is loaded
@@ -614,11 +620,8 @@ def dpsgd_statement(cfg: Config, dataset: str, n: int, q: float, sigma: float, s
     ``clip`` the C used; ``edge_rate`` the 'edges' sampling's count release (``privacy.dpsgd_edge_rate``)."""
     start = "the public warm start" if cfg.dpsgd_warm_start else "the random initialisation"
     balanced = edge_rate is not None and edge_rate["sampling"] == "edges"
-    hide_c = sigma == 0 and edge_rate is not None and cfg.dpsgd_sampling == "auto" and dpsgd_clip_value(cfg) is None
-    if hide_c:  # the rule, and so C, was chosen from the exact m
-        rule = "the rule of the sampling chosen (C and the rule not shown)"
-    else:
-        rule = clip_rule_words(edge_rate is not None and edge_rate["sampling"] == "edges")
+    hide_c = choice_hidden(cfg, edge_rate) and dpsgd_clip_value(cfg) is None  # the rule, so C, read the exact m
+    rule = "the rule of the sampling chosen (C and the rule not shown)" if hide_c else clip_rule_words(balanced)
     how = (f" (from public data: {rule} over public pairs at {start}; --dpsgd-clip auto)"
            if dpsgd_clip_value(cfg) is None else "")
     loss = "the pair-balanced pairwise likelihood" if balanced else "the pairwise likelihood"
@@ -917,7 +920,7 @@ def run(cfg: Config) -> dict:
                 clip = hashing.public_clip_norm(feats(split.train), bits=cfg.bits, hidden=cfg.hidden,
                                                 init_state=init_state, pairs=pairs, device=device, cnn_views=cnn,
                                                 quantile=quantile, linked=linked)
-                if cfg.epsilon == math.inf and cfg.dpsgd_sampling == "auto":  # the rule was chosen from the exact m
+                if choice_hidden(cfg, edge_rate):  # the rule was chosen from the exact m
                     print("  DP-SGD clip norm C: the public rule of the sampling chosen (C and the rule not shown "
                           "in sanity mode: they would tell the choice)", flush=True)
                 else:
@@ -937,8 +940,8 @@ def run(cfg: Config) -> dict:
                                         lr=cfg.dpsgd_lr, hidden=cfg.hidden, device=device,
                                         log_every=max(1, cfg.dpsgd_steps // 20), cnn_views=cnn,
                                         public_seed=cfg.seed, public_clip=cfg.dpsgd_public_clip,
-                                        public_pairs=(cfg.dpsgd_public_pairs or cfg.dpsgd_batch_pairs
-                                                      if sampling == "edges" else cfg.dpsgd_public_pairs),
+                                        public_pairs=cfg.dpsgd_public_pairs or (cfg.dpsgd_batch_pairs
+                                                                                if sampling == "edges" else None),
                                         init_state=init_state,
                                         prior_pairs=knn_pairs if use_prior else None,
                                         optimizer=cfg.dpsgd_optimizer, sampling=sampling,
@@ -980,12 +983,12 @@ def run(cfg: Config) -> dict:
         if cfg.method == "dpsgd":  # the mechanism's public settings, C as the rule set it
             rule = "auto (public pairs)" if dpsgd_clip_value(cfg) is None else "fixed"
             shown = edge_rate is None or edge_rate["count_sigma"] > 0  # sanity mode: q and 'auto's choice read m
-            hide_c = not shown and cfg.dpsgd_sampling == "auto" and dpsgd_clip_value(cfg) is None
+            hide_c = choice_hidden(cfg, edge_rate) and dpsgd_clip_value(cfg) is None
             metrics["dpsgd"] = {"clip_norm": None if hide_c else mechanism.clip_norm, "clip_rule": rule,
                                 "noise_multiplier": sigma,
                                 "q": q if shown else None, "steps": cfg.dpsgd_steps, "lr": cfg.dpsgd_lr,
                                 "sampling": cfg.dpsgd_sampling,
-                                "sampling_used": sampling if shown or cfg.dpsgd_sampling != "auto" else None}
+                                "sampling_used": None if choice_hidden(cfg, edge_rate) else sampling}
             if edge_rate is not None and edge_rate["count_sigma"] > 0:  # the released (noisy) count and its share
                 metrics["dpsgd"]["edge_count"] = {k: edge_rate[k] for k in (
                     "noisy_edges", "count_sigma", "count_epsilon", "count_delta")}
