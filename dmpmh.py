@@ -1672,7 +1672,7 @@ def sweep_main(argv: list[str]) -> int:
         print(f"== sweep cell {k + 1}/{len(cells)}: {c} ({done} already done)", flush=True)
         cfg = cell_config(base, c, out_dir=os.path.join(sc.out, "runs"))
         m = run(cfg)
-        record = {**c, "dataset": cfg.dataset, "not_private": m["not_private"], "retrieval": {t: r["map"] for t, r in m["retrieval"].items()},
+        record = {**c, "dataset": cfg.dataset, "graph": graph_kind_of(cfg), "not_private": m["not_private"], "retrieval": {t: r["map"] for t, r in m["retrieval"].items()},
                   "retrieval_tie_aware": {t: r["map_tie_aware"] for t, r in m["retrieval"].items()},
                   "chance_map": m["chance_map"], "attack": m.get("attack"), "run_dir": m["run_dir"]}
         write_atomic(path, json.dumps(record, indent=1))
@@ -1713,7 +1713,7 @@ def write_sweep_tables(out: str) -> None:
     write_atomic(os.path.join(out, "results.md"), "\n".join(md) + "\n")
     write_atomic(os.path.join(out, "summary.md"), sweep_summary(cells))
     refs = sweep_references(cells)
-    datasets = ", ".join(sorted({os.path.splitext(os.path.basename(str(c.get("dataset", "?"))))[0] for c in cells}))
+    datasets = sweep_subject(cells)
     seeds = ",".join(str(s) for s in sorted({c["seed"] for c in cells}))
     for task in sorted({k[3] for k in rows}):
         for bits in sorted({k[2] for k in rows}):
@@ -1737,6 +1737,14 @@ def write_sweep_tables(out: str) -> None:
                                    ylabel="mAP@all", xlog=True, xticks=eps_run, yerr=errs, hlines=lines,
                                    ylim=sweep_ylim(series, errs, lines))
     print(f"sweep tables: {os.path.join(out, 'results.md')}")
+
+
+def sweep_subject(cells: list[dict]) -> str:
+    """What a sweep figure shows, for its title: the datasets and the private graphs
+    ('mirflickr25k_tags_labels, interact graph'); cells written before the graph was recorded name none."""
+    datasets = ", ".join(sorted({os.path.splitext(os.path.basename(str(c.get("dataset", "?"))))[0] for c in cells}))
+    graphs = sorted({str(c["graph"]) for c in cells if c.get("graph")})
+    return f"{datasets}, {' / '.join(graphs)} graph" if graphs else datasets
 
 
 def sweep_ylim(series: dict, errs: dict, lines: dict) -> tuple[float, float]:

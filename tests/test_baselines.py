@@ -89,7 +89,7 @@ def test_sweep_is_resumable(tmp_path, capsys):
     cell = tmp_path / "sw" / "cells" / "dmpmh_eps1_b8_s0.json"
     assert [p.name for p in (tmp_path / "sw" / "cells").iterdir()] == [cell.name]  # --reference false honoured
     rec = json.loads(cell.read_text())
-    assert rec["method"] == "dmpmh" and "I->T" in rec["retrieval"]
+    assert rec["method"] == "dmpmh" and "I->T" in rec["retrieval"] and rec["graph"] == "label"
     mtime = cell.stat().st_mtime_ns
     capsys.readouterr()
     assert dmpmh.main(["sweep", *args]) == 0          # second call: nothing recomputed

@@ -57,8 +57,17 @@ def test_sweep_figure_has_title_and_a_fixed_range(tmp_path):
         cell("nonprivate", math.inf, s, 0.7)
         cell("public", 0.0, s, 0.35, variant="knn")
     dmpmh.write_sweep_tables(str(tmp_path))
+    assert dmpmh.sweep_subject([json.loads(p.read_text()) for p in cells.iterdir()]) == "synthetic"  # no graph recorded
     png = tmp_path / "privacy_utility_I2T_32bits.png"
     assert title_region_is_drawn(png)
     series = {"dmpmh": ([0.5, 2.0], [0.43, 0.51])}
     lo, hi = dmpmh.sweep_ylim(series, {"dmpmh": [0.01, 0.01]}, {"chance": 0.2, "best non-private": 0.7})
     assert 0.15 <= lo < 0.2 and 0.7 < hi <= 0.75  # chance to the best reference, a small margin
+
+
+def test_sweep_subject_names_the_graph():
+    cells = [{"dataset": "../shared/data/mirflickr25k/mirflickr25k_tags_labels.npz", "graph": "interact"},
+             {"dataset": "../shared/data/mirflickr25k/mirflickr25k_tags_labels.npz", "graph": "interact"}]
+    assert dmpmh.sweep_subject(cells) == "mirflickr25k_tags_labels, interact graph"
+    cells.append({"dataset": "synthetic", "graph": "file sessions.npz"})
+    assert dmpmh.sweep_subject(cells) == "mirflickr25k_tags_labels, synthetic, file sessions.npz / interact graph"
