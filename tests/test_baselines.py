@@ -127,7 +127,7 @@ def test_sweep_summary_margin_and_retention():
             cells.append({"method": method, "epsilon": eps, "bits": 32, "seed": s, "chance_map": 0.4,
                           "retrieval": {"T->T": v}})
     md = dmpmh.sweep_summary(cells)
-    assert "## T->T, 32 bits (reference 0.8000, public-only: not run, chance 0.4000)" in md
+    assert "## T->T, 32 bits (reference 0.8000 (nonprivate, NOT PRIVATE), public-only: not run, chance 0.4000)" in md
     row = [ln for ln in md.splitlines() if ln.startswith("| 1 |")][0].split(" | ")
     # dmpmh first, then baselines alphabetically; no public cells: no retention against them;
     # retention above chance (0.72 - 0.4) / (0.8 - 0.4) = 80%;
@@ -178,7 +178,8 @@ def test_sweep_references_include_the_pipeline_without_noise_or_clipping():
     sc = dmpmh.SweepConfig(methods="dmpmh", epsilons="1", bits="32", seeds="0")
     refs = [(c["method"], c["epsilon"]) for c in dmpmh.sweep_cells(sc) if c["epsilon"] == math.inf]
     # issue 6: "the same pipeline with no noise and no clipping" is naive synthesis at epsilon = inf
-    assert refs == [("nonprivate", math.inf), ("dmpmh", math.inf), ("naive", math.inf)]
+    # issue 13: DP-SGD's sanity mode too (on sparse graphs it can beat the holistic loss on the true graph)
+    assert refs == [("nonprivate", math.inf), ("dmpmh", math.inf), ("naive", math.inf), ("dpsgd", math.inf)]
     # issue 13: the four public-only models (empty / public kNN graph, pair balance off / on)
     pub = [dmpmh.cell_label(c) for c in dmpmh.sweep_cells(sc) if c["method"] == "public"]
     assert pub == ["public-empty", "public-empty-pb", "public-knn", "public-knn-pb"]
@@ -186,8 +187,15 @@ def test_sweep_references_include_the_pipeline_without_noise_or_clipping():
              for m, e, v in [("dmpmh", 1.0, 0.7), ("nonprivate", math.inf, 0.75), ("dmpmh", math.inf, 0.76),
                              ("naive", math.inf, 0.80)]]
     md = dmpmh.sweep_summary(cells)
-    assert "(reference 0.8000, public-only: not run, chance 0.4000)" in md  # the best of the three
+    assert "(reference 0.8000 (naive at epsilon inf, NOT PRIVATE), public-only: not run, chance 0.4000)" in md
     assert "| 75.0% |" in md  # (0.7 - 0.4) / (0.8 - 0.4)
+    cells.append({"method": "dpsgd", "epsilon": math.inf, "bits": 32, "seed": 0, "chance_map": 0.4,
+                  "retrieval": {"T->T": 0.85}})
+    md = dmpmh.sweep_summary(cells)  # the best of the four, whichever it is
+    assert "(reference 0.8500 (dpsgd at epsilon inf, NOT PRIVATE), public-only: not run" in md
+    assert "| 66.7% |" in md  # (0.7 - 0.4) / (0.85 - 0.4)
+    cells = [c for c in cells if c["epsilon"] < math.inf]
+    assert "(reference: not run, public-only: not run, chance 0.4000)" in dmpmh.sweep_summary(cells)
 
 
 def test_sweep_summary_edge_cases():
